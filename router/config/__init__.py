@@ -1,0 +1,45 @@
+"""The configuration: providers.yaml + environment -> frozen, validated objects."""
+
+from .load import DIALECTS, ConfigError, default_path, load, parse
+from .model import (
+    Admin,
+    Allowance,
+    Breaker,
+    Client,
+    Config,
+    Limits,
+    ModelRoute,
+    ParamRules,
+    Price,
+    Provider,
+    ProviderKey,
+    Routing,
+    Server,
+    State,
+    Target,
+    Timeouts,
+)
+
+__all__ = [
+    "DIALECTS",
+    "Admin",
+    "Allowance",
+    "Breaker",
+    "Client",
+    "Config",
+    "ConfigError",
+    "Limits",
+    "ModelRoute",
+    "ParamRules",
+    "Price",
+    "Provider",
+    "ProviderKey",
+    "Routing",
+    "Server",
+    "State",
+    "Target",
+    "Timeouts",
+    "default_path",
+    "load",
+    "parse",
+]

@@ -1,0 +1,423 @@
+"""providers.yaml + environment -> a validated, frozen Config, or every problem found.
+
+The file's shape is SPEC §5. Each section has one reader below; a reader takes the raw
+YAML value and its path and records problems instead of raising.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from .expand import expand
+from .fields import Problems
+from .model import (
+    PERIODS,
+    STRATEGIES,
+    Admin,
+    Allowance,
+    Breaker,
+    Client,
+    Config,
+    Limits,
+    ModelRoute,
+    ParamRules,
+    Price,
+    Provider,
+    ProviderKey,
+    Routing,
+    Server,
+    State,
+    Timeouts,
+)
+
+DIALECTS = ("trinity", "chenyu", "real200")
+DEMO_PLACEHOLDER_URL = "http://demo.invalid"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
+# Never forwarded whatever the config says: the client's credentials and hop-by-hop headers.
+_UNFORWARDABLE = frozenset({
+    "authorization", "cookie", "set-cookie", "host", "content-length", "connection", "keep-alive",
+    "proxy-authorization", "proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade",
+})  # fmt: skip
+_STATE_SCHEMES = ("memory", "redis", "rediss")
+
+
+# Defaults come from the dataclasses themselves (slots classes keep no class attributes).
+_DEFAULT_SERVER, _DEFAULT_STATE, _DEFAULT_ROUTING = Server(), State(), Routing()
+_DEFAULT_BREAKER, _DEFAULT_TIMEOUTS = Breaker(), Timeouts()
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `problems` holds one line per problem, each naming its YAML path."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def default_path() -> str:
+    return os.environ.get("ROUTER_CONFIG") or "providers.yaml"
+
+
+def load(path: str | Path, *, demo: bool = False, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file. Raises ConfigError listing every problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
+    return parse(text, source=str(path), demo=demo, env=os.environ if env is None else env)
+
+
+def parse(text: str, *, source: str = "<config>", demo: bool = False, env: Mapping[str, str]) -> Config:
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_problem(source, exc)]) from None
+    tree, missing = expand(raw, env)
+    problems = Problems()
+    for where, var in missing:
+        # --demo replaces every provider URL and key, so their variables may be unset.
+        if not (demo and where.startswith("providers.")):
+            problems.add(where, f"${{{var}}} is not set and has no default")
+    config = _read_config(tree, problems, demo=demo)
+    if problems:
+        raise ConfigError(problems.lines)
+    return config
+
+
+def _read_config(tree: Any, p: Problems, *, demo: bool) -> Config:
+    top = p.mapping(
+        tree, "", ("server", "state", "admin", "clients", "routing", "providers"), required=("providers",)
+    )
+    providers = _providers(top.get("providers"), p, demo=demo)
+    clients = _clients(top.get("clients"), p, demo=demo)
+    return Config.build(
+        server=_server(top.get("server"), p),
+        state=_state(top.get("state"), p),
+        admin=_admin(top.get("admin"), p),
+        clients=clients,
+        routing=_routing(top.get("routing"), p),
+        providers=MappingProxyType(providers),
+    )
+
+
+def _admin(raw: Any, p: Problems) -> Admin:
+    m = p.mapping(raw, "admin", ("key",))
+    return Admin(key=p.string(m.get("key"), "admin.key") or None)
+
+
+def _server(raw: Any, p: Problems) -> Server:
+    m = p.mapping(raw, "server", ("host", "port", "max_body_bytes"))
+    return Server(
+        host=p.string(m.get("host"), "server.host", _DEFAULT_SERVER.host, empty_ok=False),
+        port=p.integer(m.get("port"), "server.port", _DEFAULT_SERVER.port, lo=1, hi=65535),
+        max_body_bytes=p.integer(
+            m.get("max_body_bytes"), "server.max_body_bytes", _DEFAULT_SERVER.max_body_bytes, lo=1024
+        ),
+    )
+
+
+def _state(raw: Any, p: Problems) -> State:
+    m = p.mapping(raw, "state", ("url", "on_failure", "replicas"))
+    url = p.string(m.get("url"), "state.url", _DEFAULT_STATE.url) or _DEFAULT_STATE.url
+    if url.split("://", 1)[0] not in _STATE_SCHEMES or "://" not in url:
+        p.add("state.url", f"expected memory://, redis://… or rediss://…, got {url!r}")
+    return State(
+        url=url,
+        on_failure=p.choice(
+            m.get("on_failure"), "state.on_failure", _DEFAULT_STATE.on_failure, ("local", "closed")
+        ),
+        replicas=p.integer(m.get("replicas"), "state.replicas", _DEFAULT_STATE.replicas, lo=1),
+    )
+
+
+def _routing(raw: Any, p: Problems) -> Routing:
+    m = p.mapping(raw, "routing", ("strategy", "max_attempts", "breaker", "timeouts", "sticky"))
+    b = p.mapping(m.get("breaker"), "routing.breaker", ("failures", "cooldown", "max_cooldown"))
+    breaker = Breaker(
+        failures=p.integer(b.get("failures"), "routing.breaker.failures", _DEFAULT_BREAKER.failures, lo=1),
+        cooldown=p.duration(b.get("cooldown"), "routing.breaker.cooldown", _DEFAULT_BREAKER.cooldown),
+        max_cooldown=p.duration(
+            b.get("max_cooldown"), "routing.breaker.max_cooldown", _DEFAULT_BREAKER.max_cooldown
+        ),
+    )
+    if breaker.max_cooldown < breaker.cooldown:
+        p.add("routing.breaker.max_cooldown", "must not be shorter than cooldown")
+    t = p.mapping(m.get("timeouts"), "routing.timeouts", ("connect", "first_token", "idle", "total"))
+    timeouts = Timeouts(
+        connect=p.duration(t.get("connect"), "routing.timeouts.connect", _DEFAULT_TIMEOUTS.connect),
+        first_token=p.duration(
+            t.get("first_token"), "routing.timeouts.first_token", _DEFAULT_TIMEOUTS.first_token
+        ),
+        idle=p.duration(t.get("idle"), "routing.timeouts.idle", _DEFAULT_TIMEOUTS.idle),
+        total=p.duration(t.get("total"), "routing.timeouts.total", _DEFAULT_TIMEOUTS.total),
+    )
+    for name in ("connect", "first_token", "idle"):
+        if getattr(timeouts, name) > timeouts.total:
+            p.add(f"routing.timeouts.{name}", "must not be longer than total")
+    sticky = m.get("sticky", "conversation")
+    if sticky in (None, False, "none"):
+        sticky = None
+    elif sticky != "conversation":
+        p.add("routing.sticky", f"expected conversation or none, got {sticky!r}")
+        sticky = "conversation"
+    return Routing(
+        strategy=p.choice(m.get("strategy"), "routing.strategy", _DEFAULT_ROUTING.strategy, STRATEGIES),
+        max_attempts=p.integer(
+            m.get("max_attempts"), "routing.max_attempts", _DEFAULT_ROUTING.max_attempts, lo=1, hi=10
+        ),
+        breaker=breaker,
+        timeouts=timeouts,
+        sticky=sticky,
+    )
+
+
+def _limits(raw: Any, path: str, p: Problems) -> Limits:
+    m = p.mapping(raw, path, ("rpm", "tpm", "concurrency"))
+    return Limits(
+        **{k: p.integer(m.get(k), f"{path}.{k}", 0, lo=1) or None for k in ("rpm", "tpm", "concurrency")}
+    )
+
+
+def _allowance(raw: Any, path: str, p: Problems) -> Allowance | None:
+    if raw is None:
+        return None
+    m = p.mapping(raw, path, ("tokens", "cost", "per"))
+    tokens = p.integer(m.get("tokens"), f"{path}.tokens", 0, lo=1) or None
+    cost = p.number(m.get("cost"), f"{path}.cost", 0.0, lo=0.0) or None
+    if (tokens is None) == (cost is None) and m:
+        p.add(path, "give exactly one of tokens or cost")
+    return Allowance(per=p.choice(m.get("per"), f"{path}.per", "month", PERIODS), tokens=tokens, cost=cost)
+
+
+def _name(raw: str, path: str, p: Problems, what: str) -> None:
+    if not _NAME.match(raw):
+        p.add(path, f"{what} {raw!r} must be 1-64 letters, digits, '.', '_' or '-'")
+
+
+def _clients(raw: Any, p: Problems, *, demo: bool) -> tuple[Client, ...]:
+    clients: list[Client] = []
+    names: set[str] = set()
+    digests: dict[bytes, str] = {}
+    for i, item in enumerate(p.items(raw, "clients")):
+        path = f"clients[{i}]"
+        m = p.mapping(
+            item,
+            path,
+            ("name", "key", "key_sha256", "models", "limits", "budget", "demo_only"),
+            required=("name",),
+        )
+        name = p.string(m.get("name"), f"{path}.name")
+        if name:
+            _name(name, f"{path}.name", p, "client name")
+            if name in names:
+                p.add(f"{path}.name", f"duplicate client name {name!r}")
+            names.add(name)
+        key = p.string(m.get("key"), f"{path}.key")
+        hexdigest = p.string(m.get("key_sha256"), f"{path}.key_sha256")
+        digest = b""
+        if ("key" in m) == ("key_sha256" in m):
+            p.add(path, "give exactly one of key or key_sha256")
+        elif "key" in m:
+            if key:
+                digest = hashlib.sha256(key.encode()).digest()
+            else:
+                p.add(f"{path}.key", "empty: set the client's key (usually through its ${VAR})")
+        elif not _SHA256.match(hexdigest):
+            p.add(f"{path}.key_sha256", "expected 64 hex characters (see `router keys new`)")
+        else:
+            digest = bytes.fromhex(hexdigest)
+        if digest and digest in digests:
+            p.add(path, f"same key as client {digests[digest]!r}")
+        digests.setdefault(digest, name)
+        models = tuple(p.strings(m.get("models"), f"{path}.models")) if "models" in m else ("*",)
+        demo_only = p.boolean(m.get("demo_only"), f"{path}.demo_only", False)
+        client = Client(
+            name=name,
+            key_sha256=digest,
+            models=models,
+            limits=_limits(m.get("limits"), f"{path}.limits", p),
+            budget=_allowance(m.get("budget"), f"{path}.budget", p),
+            demo_only=demo_only,
+            demo_key=key if demo_only and key else None,
+        )
+        if demo or not demo_only:
+            clients.append(client)
+    return tuple(clients)
+
+
+def _providers(raw: Any, p: Problems, *, demo: bool) -> dict[str, Provider]:
+    providers: dict[str, Provider] = {}
+    entries = p.entries(raw, "providers")
+    if raw is not None and not entries:
+        p.add("providers", "configure at least one provider")
+    for name, item in entries.items():
+        provider = _provider(name, item, f"providers.{name}", p, demo=demo)
+        if provider is not None:
+            providers[name] = provider
+    return providers
+
+
+_PROVIDER_KEYS = (
+    "base_url",
+    "keys",
+    "dialect",
+    "priority",
+    "weight",
+    "limits",
+    "quota",
+    "forward_headers",
+    "params",
+    "models",
+    "stream_usage",
+)
+
+
+def _provider(name: str, raw: Any, path: str, p: Problems, *, demo: bool) -> Provider | None:
+    _name(name, path, p, "provider name")
+    m = p.mapping(raw, path, _PROVIDER_KEYS, required=("base_url", "keys", "models"))
+    base_url = p.string(m.get("base_url"), f"{path}.base_url").rstrip("/")
+    if not base_url:
+        if demo:
+            base_url = DEMO_PLACEHOLDER_URL
+        elif "base_url" in m:
+            p.add(f"{path}.base_url", "empty: set it, or its variable, to the provider's URL")
+    elif not base_url.startswith(("http://", "https://")):
+        p.add(f"{path}.base_url", f"expected an http:// or https:// URL, got {base_url!r}")
+    dialect = m.get("dialect", name if name in DIALECTS else None)
+    if dialect is not None and dialect not in DIALECTS:
+        p.add(f"{path}.dialect", f"expected one of {', '.join(DIALECTS)}, got {dialect!r}")
+    elif dialect is None and demo:
+        p.add(f"{path}.dialect", "--demo needs a dialect to simulate this provider: " + ", ".join(DIALECTS))
+    rules = _params(m.get("params"), f"{path}.params", p)
+    models: dict[str, ModelRoute] = {}
+    for model, spec in p.entries(m.get("models"), f"{path}.models").items():
+        route = _model(model, spec, f"{path}.models.{model}", rules, p)
+        models[model] = route
+    if "models" in m and not models:
+        p.add(f"{path}.models", "configure at least one model")
+    return Provider(
+        name=name,
+        base_url=base_url,
+        keys=_keys(name, m.get("keys"), f"{path}.keys", p, demo=demo),
+        models=MappingProxyType(models),
+        dialect=dialect,
+        priority=p.integer(m.get("priority"), f"{path}.priority", 1, lo=0),
+        weight=p.number(m.get("weight"), f"{path}.weight", 1.0, lo=0.0),
+        limits=_limits(m.get("limits"), f"{path}.limits", p),
+        quota=_allowance(m.get("quota"), f"{path}.quota", p),
+        forward_headers=_forward_headers(m.get("forward_headers"), f"{path}.forward_headers", p),
+        stream_usage=p.boolean(m.get("stream_usage"), f"{path}.stream_usage", True),
+    )
+
+
+def _keys(provider: str, raw: Any, path: str, p: Problems, *, demo: bool) -> tuple[ProviderKey, ...]:
+    keys: list[ProviderKey] = []
+    items = p.items(raw, path)
+    if raw is not None and not items:
+        p.add(path, "configure at least one key")
+    for i, item in enumerate(items):
+        where = f"{path}[{i}]"
+        if isinstance(item, dict):
+            m = p.mapping(item, where, ("name", "key"), required=("name", "key"))
+            name = p.string(m.get("name"), f"{where}.name") or f"{provider}-{i}"
+            _name(name, f"{where}.name", p, "key name")
+            secret = p.string(m.get("key"), f"{where}.key")
+            secret_path = f"{where}.key"
+        else:
+            name, secret, secret_path = f"{provider}-{i}", p.string(item, where), where
+        if not secret and not demo:
+            p.add(secret_path, "empty: set the provider key (usually through its ${VAR})")
+        elif secret and not _PRINTABLE.match(secret):
+            p.add(secret_path, "must be printable ASCII without spaces")
+        if any(k.name == name for k in keys):
+            p.add(where, f"duplicate key name {name!r}")
+        keys.append(ProviderKey(name=name, secret=secret))
+    return tuple(keys)
+
+
+def _forward_headers(raw: Any, path: str, p: Problems) -> tuple[str, ...]:
+    headers: list[str] = []
+    for i, header in enumerate(p.strings(raw, path)):
+        if not _HEADER.match(header):
+            p.add(f"{path}[{i}]", f"{header!r} is not a header name")
+        elif header.lower() in _UNFORWARDABLE:
+            p.add(f"{path}[{i}]", f"{header} is never forwarded (client credentials or hop-by-hop)")
+        else:
+            headers.append(header)
+    return tuple(headers)
+
+
+def _model(name: str, raw: Any, path: str, provider_rules: ParamRules, p: Problems) -> ModelRoute:
+    m = p.mapping(raw, path, ("upstream", "price", "params"))
+    price = None
+    if m.get("price") is not None:
+        pm = p.mapping(m["price"], f"{path}.price", ("input", "output"), required=("input", "output"))
+        price = Price(
+            input=p.number(pm.get("input"), f"{path}.price.input", 0.0, lo=0.0),
+            output=p.number(pm.get("output"), f"{path}.price.output", 0.0, lo=0.0),
+        )
+    return ModelRoute(
+        name=name,
+        upstream=p.string(m.get("upstream"), f"{path}.upstream", name, empty_ok=False) or name,
+        params=provider_rules.then(_params(m.get("params"), f"{path}.params", p)),
+        price=price,
+    )
+
+
+def _params(raw: Any, path: str, p: Problems) -> ParamRules:
+    m = p.mapping(raw, path, ("drop", "defaults", "allowed", "rename"))
+    defaults = p.entries(m.get("defaults"), f"{path}.defaults")
+    allowed: dict[str, tuple[Any, ...]] = {}
+    for param, values in p.entries(m.get("allowed"), f"{path}.allowed").items():
+        items = p.items(values, f"{path}.allowed.{param}")
+        if not items:
+            p.add(f"{path}.allowed.{param}", "list at least one allowed value")
+        allowed[param] = tuple(items)
+    rename: dict[str, str] = {}
+    for src, dst in p.entries(m.get("rename"), f"{path}.rename").items():
+        if isinstance(dst, str) and dst:
+            rename[src] = dst
+        else:
+            p.add(f"{path}.rename.{src}", f"expected the provider's parameter name, got {dst!r}")
+    return ParamRules(
+        drop=frozenset(p.strings(m.get("drop"), f"{path}.drop")),
+        defaults=MappingProxyType(defaults),
+        allowed=MappingProxyType(allowed),
+        rename=MappingProxyType(rename),
+    )
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: a repeated provider would otherwise vanish silently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(source: str, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    what = getattr(exc, "problem", None) or str(exc)
+    if mark is not None:
+        return f"{source}:{mark.line + 1}:{mark.column + 1}: {what}"
+    return f"{source}: {what}"

@@ -1,0 +1,215 @@
+"""What a loaded configuration is: frozen objects, safe to share between requests and tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+STRATEGIES = ("weighted", "ordered", "latency", "least_busy")
+PERIODS = ("day", "month", "total")
+
+
+@dataclass(frozen=True, slots=True)
+class ParamRules:
+    """How a provider's model wants the request body changed (providers.yaml `params`).
+
+    Applied in this order: drop, defaults, allowed (checked), rename. All names are the
+    client's (OpenAI) parameter names; `rename` maps them to the provider's.
+    """
+
+    drop: frozenset[str] = frozenset()
+    defaults: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    allowed: Mapping[str, tuple[Any, ...]] = field(default_factory=lambda: EMPTY)
+    rename: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+
+    def __bool__(self) -> bool:
+        return bool(self.drop or self.defaults or self.allowed or self.rename)
+
+    def then(self, more: ParamRules) -> ParamRules:
+        """Provider-wide rules refined by a model's: the model's entries win."""
+        return ParamRules(
+            drop=self.drop | more.drop,
+            defaults=MappingProxyType({**self.defaults, **more.defaults}),
+            allowed=MappingProxyType({**self.allowed, **more.allowed}),
+            rename=MappingProxyType({**self.rename, **more.rename}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """A budget (client) or quota (provider key): tokens or cost per period."""
+
+    per: str
+    tokens: int | None = None
+    cost: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """Per million tokens, in the account's currency."""
+
+    input: float
+    output: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """One model as one provider serves it."""
+
+    name: str
+    upstream: str
+    params: ParamRules = ParamRules()
+    price: Price | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderKey:
+    name: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    base_url: str
+    keys: tuple[ProviderKey, ...]
+    models: Mapping[str, ModelRoute]
+    dialect: str | None = None
+    priority: int = 1
+    weight: float = 1.0
+    limits: Limits = Limits()
+    quota: Allowance | None = None
+    forward_headers: tuple[str, ...] = ()
+    stream_usage: bool = True
+    """Whether the provider takes `stream_options.include_usage` (else it is removed)."""
+
+    @property
+    def chat_url(self) -> str:
+        return self.base_url + "/chat/completions"
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    name: str
+    key_sha256: bytes = field(repr=False)
+    models: tuple[str, ...] = ("*",)
+    limits: Limits = Limits()
+    budget: Allowance | None = None
+    demo_only: bool = False
+    demo_key: str | None = field(default=None, repr=False)
+    """The plaintext key of a `demo_only` client, so `serve --demo` can print a working curl."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0
+    first_token: float = 30.0
+    idle: float = 30.0
+    total: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Breaker:
+    failures: int = 3
+    cooldown: float = 30.0
+    max_cooldown: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    strategy: str = "weighted"
+    max_attempts: int = 3
+    breaker: Breaker = Breaker()
+    timeouts: Timeouts = Timeouts()
+    sticky: str | None = "conversation"
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    url: str = "memory://"
+    on_failure: str = "local"
+    replicas: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Target:
+    """Somewhere a request can go: one model at one provider, through one of its keys.
+
+    Compared by identity: a config builds each target once, so targets key dicts cheaply.
+    """
+
+    provider: Provider
+    key: ProviderKey
+    route: ModelRoute
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider.name}/{self.key.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    providers: Mapping[str, Provider]
+    server: Server = Server()
+    state: State = State()
+    admin: Admin = Admin()
+    clients: tuple[Client, ...] = ()
+    routing: Routing = Routing()
+    targets: Mapping[str, tuple[Target, ...]] = field(default_factory=lambda: EMPTY)
+    """Model name -> every (provider, key) serving it, in config order."""
+
+    @classmethod
+    def build(cls, **parts: Any) -> Config:
+        config = cls(**parts)
+        return replace(config, targets=routing_table(config.providers))
+
+    def with_upstreams(self, base_urls: Mapping[str, str], key: str) -> Config:
+        """The same config with every provider's base URL and keys replaced (for --demo)."""
+        providers = {
+            name: replace(
+                p,
+                base_url=base_urls[name],
+                keys=tuple(replace(k, secret=key) for k in p.keys),
+            )
+            for name, p in self.providers.items()
+        }
+        return Config.build(
+            providers=MappingProxyType(providers),
+            server=self.server,
+            state=self.state,
+            admin=self.admin,
+            clients=self.clients,
+            routing=self.routing,
+        )
+
+
+def routing_table(providers: Mapping[str, Provider]) -> Mapping[str, tuple[Target, ...]]:
+    table: dict[str, list[Target]] = {}
+    for provider in providers.values():
+        for route in provider.models.values():
+            for key in provider.keys:
+                table.setdefault(route.name, []).append(Target(provider, key, route))
+    return MappingProxyType({model: tuple(targets) for model, targets in table.items()})
