@@ -1,0 +1,188 @@
+"""Pure: what the client sees of one upstream SSE stream, decided event by event.
+
+The relay holds events back until the first one that carries part of the answer (content,
+reasoning, a tool call or a finish reason): that event is the stream's commit point. Before
+it, any failure can still be retried elsewhere and the client has seen nothing. After it,
+events pass through as the provider's bytes.
+
+It also reads usage from the stream, hides the usage-only chunk from clients that did not
+ask for it, and decides how a stream that ends ends: `[DONE]` when the answer finished,
+an error when it did not — never a truncated answer that looks complete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from . import sse
+from .errors import UpstreamConnectionLost, UpstreamError, UpstreamProtocolError, UpstreamStreamError
+from .types import Usage
+
+
+class StreamRelay:
+    __slots__ = (
+        "_held",
+        "_splitter",
+        "committed",
+        "done",
+        "failure",
+        "finished",
+        "model",
+        "provider",
+        "usage",
+        "wants_usage",
+    )
+
+    def __init__(self, *, provider: str, wants_usage: bool):
+        self.provider = provider
+        self.wants_usage = wants_usage
+        self.committed = False
+        self.finished = False
+        """A finish reason was seen: the answer is complete even if `[DONE]` never comes."""
+        self.done = False
+        self.failure: UpstreamError | None = None
+        """Why the stream cannot go on; set by feed() after the events before it were returned."""
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self._splitter = sse.EventSplitter()
+        self._held: list[bytes] = []
+
+    def feed(self, data: bytes) -> bytes:
+        """Bytes from the provider in, bytes for the client out (b"" while holding back).
+
+        When the provider reports an error or sends something that cannot be relayed,
+        `failure` is set and the events before it are still returned: after the commit
+        point the client gets them, then the error.
+        """
+        out: list[bytes] = []
+        try:
+            for event in self._splitter.feed(data):
+                if self.done:
+                    break
+                self._event(event, out)
+        except UpstreamError as error:
+            self.failure = error
+        return b"".join(out) if out else b""
+
+    def end(self) -> bytes:
+        """The provider closed the stream cleanly: the bytes that close the client's stream."""
+        last = self._splitter.flush()
+        out: list[bytes] = []
+        if last is not None and not self.done:
+            self._event(last, out)
+        if not self.committed:
+            raise UpstreamProtocolError(
+                f"{self.provider}: the stream ended before any answer", provider=self.provider
+            )
+        if not self.done:
+            if not self.finished:
+                raise UpstreamConnectionLost(
+                    f"{self.provider}: the stream ended before the answer finished", provider=self.provider
+                )
+            out.append(sse.DONE_EVENT)
+            self.done = True
+        return b"".join(out)
+
+    # -- one event -------------------------------------------------------------
+
+    def _event(self, event: bytes, out: list[bytes]) -> None:
+        data = sse.data_of(event)
+        if data is None:  # a comment or keep-alive: useful to the client's idle timer once streaming
+            if self.committed:
+                out.append(event)
+            return
+        if sse.is_done(data):
+            if not self.committed:
+                raise UpstreamProtocolError(
+                    f"{self.provider}: the stream ended before any answer", provider=self.provider
+                )
+            self.done = True
+            out.append(sse.DONE_EVENT)
+            return
+        if sse.is_error(event, data):
+            raise UpstreamStreamError(_error_message(self.provider, data), provider=self.provider)
+        if not self.committed:
+            self._before_commit(event, data, out)
+            return
+        if sse.may_hold_usage(data):
+            chunk = self._parse(data)
+            if chunk is not None and self._usage_only(chunk):
+                return
+        if not self.finished and sse.may_finish(data):
+            self.finished = True
+        if not sse.looks_like_json_object(data):
+            self._malformed(data)
+            return
+        out.append(event)
+
+    def _before_commit(self, event: bytes, data: bytes, out: list[bytes]) -> None:
+        chunk = self._parse(data)
+        if chunk is None:
+            raise UpstreamProtocolError(
+                f"{self.provider}: sent a malformed stream chunk", provider=self.provider
+            )
+        if self.model is None and isinstance(chunk.get("model"), str):
+            self.model = chunk["model"]
+        if self._usage_only(chunk):
+            return
+        self._held.append(event)
+        if _carries_answer(chunk):
+            self.committed = True
+            out.extend(self._held)
+            self._held.clear()
+
+    def _parse(self, data: bytes) -> dict[str, Any] | None:
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(chunk, dict):
+            return None
+        usage = Usage.from_json(chunk.get("usage"))
+        if usage is not None:
+            self.usage = usage
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and any(isinstance(c, dict) and c.get("finish_reason") for c in choices):
+            self.finished = True
+        return chunk
+
+    def _usage_only(self, chunk: dict[str, Any]) -> bool:
+        """True when `chunk` is the usage-only chunk and the client did not ask to see it."""
+        return not self.wants_usage and not chunk.get("choices") and isinstance(chunk.get("usage"), dict)
+
+    def _malformed(self, data: bytes) -> None:
+        # A broken chunk cannot be trusted to say what it carried: skipping one that began as
+        # JSON could drop part of the answer silently. Only non-JSON noise is skipped.
+        if data.lstrip()[:1] in (b"{", b"["):
+            raise UpstreamProtocolError(
+                f"{self.provider}: sent a malformed stream chunk", provider=self.provider
+            )
+
+
+def _carries_answer(chunk: dict[str, Any]) -> bool:
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        if choice.get("finish_reason"):
+            return True
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and any(v for k, v in delta.items() if k != "role"):
+            return True
+    return False
+
+
+def _error_message(provider: str, data: bytes) -> str:
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        payload = None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    message = error.get("message") if isinstance(error, dict) else error
+    return (
+        f"{provider}: {message}" if isinstance(message, str) and message else f"{provider}: error in stream"
+    )

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from router.errors import UpstreamConnectionLost, UpstreamProtocolError, UpstreamStreamError
+from router.relay import StreamRelay
+from router.types import Usage
+
+
+def event(**chunk: Any) -> bytes:
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+ROLE = event(
+    model="m-1", choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+)
+HELLO = event(choices=[{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}])
+WORLD = event(choices=[{"index": 0, "delta": {"content": " world"}, "finish_reason": None}])
+FINISH = event(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}])
+USAGE = event(choices=[], usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
+DONE = b"data: [DONE]\n\n"
+
+
+def relay(wants_usage: bool = False) -> StreamRelay:
+    return StreamRelay(provider="p", wants_usage=wants_usage)
+
+
+def test_role_chunks_are_held_until_content_commits_the_stream() -> None:
+    r = relay()
+    assert r.feed(ROLE) == b""
+    assert not r.committed
+    assert r.feed(HELLO) == ROLE + HELLO
+    assert r.committed
+    assert r.model == "m-1"
+    assert r.feed(WORLD) == WORLD
+
+
+def test_reasoning_and_tool_calls_commit_too() -> None:
+    for delta in ({"reasoning_content": "hmm"}, {"tool_calls": [{"index": 0, "id": "c"}]}):
+        r = relay()
+        assert r.feed(event(choices=[{"index": 0, "delta": delta}])) != b""
+        assert r.committed
+
+
+def test_usage_chunk_is_read_and_hidden_unless_asked_for() -> None:
+    r = relay()
+    out = r.feed(ROLE + HELLO + FINISH + USAGE + DONE)
+    assert out == ROLE + HELLO + FINISH + DONE
+    assert r.usage == Usage(3, 2)
+    assert r.done and r.finished
+    r = relay(wants_usage=True)
+    assert r.feed(ROLE + HELLO + FINISH + USAGE + DONE) == ROLE + HELLO + FINISH + USAGE + DONE
+    assert r.usage == Usage(3, 2)
+
+
+def test_usage_on_a_content_chunk_is_read_and_the_chunk_kept() -> None:
+    final = event(
+        choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        usage={"prompt_tokens": 1, "completion_tokens": 1},
+    )
+    r = relay()
+    assert r.feed(ROLE + HELLO + final) == ROLE + HELLO + final
+    assert r.usage == Usage(1, 1)
+
+
+def test_a_stream_without_done_is_finalised_when_the_answer_finished() -> None:
+    r = relay()
+    r.feed(ROLE + HELLO + FINISH)
+    assert r.end() == DONE
+
+
+def test_a_stream_that_ends_mid_answer_is_an_error_not_a_success() -> None:
+    r = relay()
+    r.feed(ROLE + HELLO)
+    with pytest.raises(UpstreamConnectionLost):
+        r.end()
+
+
+def test_a_stream_that_ends_before_any_answer_can_be_retried() -> None:
+    r = relay()
+    r.feed(ROLE)
+    with pytest.raises(UpstreamProtocolError) as caught:
+        r.end()
+    assert caught.value.retryable
+    early = relay()
+    early.feed(ROLE + DONE)
+    assert isinstance(early.failure, UpstreamProtocolError)
+
+
+def test_an_error_event_fails_the_stream_after_what_came_before_it() -> None:
+    r = relay()
+    out = r.feed(
+        ROLE + HELLO + WORLD + b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
+    )
+    assert out == ROLE + HELLO + WORLD  # the client gets these, then the error
+    assert isinstance(r.failure, UpstreamStreamError)
+    assert r.failure.message == "p: overloaded"
+
+
+def test_malformed_chunks() -> None:
+    r = relay()
+    r.feed(b'data: {"choices":[{"delta":{"content":"he\n\n')
+    assert isinstance(r.failure, UpstreamProtocolError)  # before commit: retryable
+    r = relay()
+    r.feed(ROLE + HELLO)
+    assert r.feed(b"data: keep-going\n\n") == b""  # not JSON at all: noise, skipped
+    assert r.failure is None
+    r.feed(b'data: {"id":"x","object":"chat.completion.chunk","cho\n\n')  # may have held content: fatal
+    assert isinstance(r.failure, UpstreamProtocolError)
+
+
+def test_comments_pass_after_commit_only_and_nothing_after_done() -> None:
+    r = relay()
+    assert r.feed(b": ping\n\n") == b""
+    r.feed(ROLE + HELLO)
+    assert r.feed(b": ping\n\n") == b": ping\n\n"
+    assert r.feed(FINISH + DONE + WORLD) == FINISH + DONE
+    assert r.end() == b""
+
+
+def test_events_split_across_reads() -> None:
+    r = relay()
+    whole = ROLE + HELLO + FINISH + USAGE + DONE
+    out = b"".join(r.feed(whole[i : i + 7]) for i in range(0, len(whole), 7))
+    assert out == ROLE + HELLO + FINISH + DONE
