@@ -1,0 +1,49 @@
+"""create_app(): routes, middleware, and the lifespan that opens the runtime's pools."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from . import handlers
+from .config import Config
+from .middleware import BodyLimitMiddleware, ErrorMiddleware, RequestIdMiddleware
+from .runtime import Runtime
+from .upstream import Upstream
+
+
+def create_app(config: Config, *, upstream: Upstream | None = None) -> Starlette:
+    """The router as an ASGI app. `upstream` is for tests that bring their own transport."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pools = upstream or Upstream.pooled(config.providers, connect_timeout=config.routing.timeouts.connect)
+        app.state.runtime = Runtime(config, pools)
+        try:
+            yield
+        finally:
+            await pools.aclose()
+
+    routes = [
+        Route("/v1/chat/completions", handlers.chat_completions, methods=["POST"]),
+        Route("/chat/completions", handlers.chat_completions, methods=["POST"]),
+        Route("/v1/models", handlers.list_models, methods=["GET"]),
+        Route("/models", handlers.list_models, methods=["GET"]),
+        Route("/healthz", handlers.healthz, methods=["GET"]),
+        Route("/readyz", handlers.readyz, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,  # type: ignore[arg-type]
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(ErrorMiddleware),
+            Middleware(BodyLimitMiddleware, max_bytes=config.server.max_body_bytes),
+        ],
+        exception_handlers={HTTPException: handlers.http_exception},
+        lifespan=lifespan,
+    )

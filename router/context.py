@@ -1,0 +1,51 @@
+"""What the router knows about one request while it runs: ids, timings, attempts."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from .types import RawHeaders
+
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+SCOPE_KEY = "router.ctx"
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+def accept_request_id(value: bytes | None) -> str:
+    """The client's X-Request-Id if it is valid (SPEC §3), else a new one: never refused."""
+    if value is not None and _REQUEST_ID.match(value):
+        return value.decode("ascii")
+    return new_request_id()
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    started: float
+    """time.perf_counter() when the request arrived."""
+    upstream_wait: float = 0.0
+    """Seconds spent waiting on providers before the response started."""
+    upstream_headers: float | None = None
+    """The answering attempt's time to its response headers, in seconds."""
+    attempts: int = 0
+    """Upstream requests actually sent (SPEC §8: not skipped targets, not waits)."""
+    provider: str | None = None
+
+    def response_headers(self) -> RawHeaders:
+        """X-Router-Provider, X-Router-Attempts and Server-Timing, as of now."""
+        router_ms = max(0.0, (time.perf_counter() - self.started - self.upstream_wait) * 1000)
+        timing = f"router;dur={router_ms:.3f}"
+        if self.upstream_headers is not None:
+            timing += f", upstream;dur={self.upstream_headers * 1000:.3f}"
+        headers: RawHeaders = [(b"server-timing", timing.encode())]
+        if self.attempts:
+            headers.append((b"x-router-attempts", str(self.attempts).encode()))
+        if self.provider is not None:
+            headers.append((b"x-router-provider", self.provider.encode()))
+        return headers

@@ -1,0 +1,78 @@
+"""Thin Starlette endpoints: read the request, call the pure pieces, return a response."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from .context import SCOPE_KEY, RequestContext
+from .errors import InvalidRequest, MethodNotAllowed, ModelNotFound, NotFound, RouterError
+from .responses import BytesResponse
+from .validate import validate
+
+if TYPE_CHECKING:
+    from .proxy import Response
+    from .runtime import Runtime
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+async def chat_completions(request: Request) -> Response:
+    rt = runtime(request)
+    ctx: RequestContext = request.scope[SCOPE_KEY]
+    client = rt.auth.authenticate(request.headers.get("authorization"))
+    body = _json_object(await request.body())
+    validate(body)
+    model = body["model"]
+    rt.auth.check_model(client, model)
+    targets = rt.config.targets.get(model)
+    if targets is None:
+        raise ModelNotFound(f"The model '{model}' does not exist or no provider serves it.", param="model")
+    return await rt.proxy.forward(ctx, body, targets, dict(request.scope["headers"]))
+
+
+async def list_models(request: Request) -> BytesResponse:
+    rt = runtime(request)
+    client = rt.auth.authenticate(request.headers.get("authorization"))
+    return BytesResponse(rt.models_json(client), headers=[])
+
+
+async def healthz(request: Request) -> BytesResponse:
+    return BytesResponse(b'{"status":"ok"}', headers=[])
+
+
+async def readyz(request: Request) -> BytesResponse:
+    reason = runtime(request).unready_reason()
+    if reason is None:
+        return BytesResponse(b'{"status":"ready"}', headers=[])
+    return BytesResponse(orjson.dumps({"status": "unready", "reason": reason}), status=503, headers=[])
+
+
+async def http_exception(request: Request, exc: Exception) -> BytesResponse:
+    """Starlette's own 404 / 405 in the OpenAI error shape."""
+    assert isinstance(exc, HTTPException)
+    error: RouterError
+    if exc.status_code == 405:
+        error = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
+    elif exc.status_code == 404:
+        error = NotFound(f"Unknown route: {request.method} {request.url.path}.")
+    else:
+        error = InvalidRequest(str(exc.detail))
+    return BytesResponse(error.body(), status=exc.status_code, headers=[])
+
+
+def _json_object(raw: bytes) -> dict[str, object]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be a JSON object."
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body

@@ -1,0 +1,254 @@
+"""Forward one chat completion: pick a target, translate, send, and answer or relay.
+
+Up to the stream's commit point an attempt is all-or-nothing: it either returns a response
+ready to send, or raises an UpstreamError that says whether another attempt may help. The
+retry loop over planned targets (issue 3) wraps `_attempt`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+
+import orjson
+
+from . import classify, routing, translate
+from .config import Config, Target
+from .context import RequestContext
+from .errors import ParamNotAllowed, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from .relay import StreamRelay
+from .responses import BytesResponse, StreamResponse
+from .types import JSON, RawHeaders
+from .upstream import Upstream, UpstreamResponse, base_headers
+
+_HEADER_VALUE = re.compile(rb"^[\x20-\x7e]{1,1024}$")
+
+Response = BytesResponse | StreamResponse
+
+
+class Proxy:
+    def __init__(self, config: Config, upstream: Upstream):
+        self._upstream = upstream
+        self._timeouts = config.routing.timeouts
+        self._max_attempts = config.routing.max_attempts
+        self._base_headers: dict[tuple[Target, bool], RawHeaders] = {
+            (t, stream): base_headers(t, stream=stream)
+            for targets in config.targets.values()
+            for t in targets
+            for stream in (False, True)
+        }
+        self._forward = {
+            name: tuple(h.lower().encode() for h in p.forward_headers) for name, p in config.providers.items()
+        }
+
+    async def forward(
+        self,
+        ctx: RequestContext,
+        body: JSON,
+        targets: tuple[Target, ...],
+        client_headers: Mapping[bytes, bytes],
+    ) -> Response:
+        deadline = asyncio.get_running_loop().time() + self._timeouts.total
+        target, upstream_body = self._first_translatable(body, targets)
+        return await self._attempt(ctx, body, target, upstream_body, client_headers, deadline)
+
+    def _first_translatable(self, body: JSON, targets: tuple[Target, ...]) -> tuple[Target, JSON]:
+        """The first planned target that can take this request, with its translated body.
+
+        A target whose model does not take one of the client's values is skipped; if none
+        can, the first target's reason is the client's answer (400).
+        """
+        refusal: ParamNotAllowed | None = None
+        for target in routing.plan(targets, max_attempts=len(targets)):
+            try:
+                return target, translate.to_upstream(
+                    body, target.route, stream_usage=target.provider.stream_usage
+                )
+            except ParamNotAllowed as error:
+                refusal = refusal or error
+        assert refusal is not None
+        raise refusal
+
+    async def _attempt(
+        self,
+        ctx: RequestContext,
+        body: JSON,
+        target: Target,
+        upstream_body: JSON,
+        client_headers: Mapping[bytes, bytes],
+        deadline: float,
+    ) -> Response:
+        stream = bool(body.get("stream"))
+        headers = self._headers(ctx, target, client_headers, stream=stream)
+        ctx.provider = target.provider.name
+        ctx.attempts += 1
+        payload = orjson.dumps(upstream_body)
+        if stream:
+            return await self._open_stream(
+                ctx, target, payload, headers, deadline, wants_usage=translate.client_wants_usage(body)
+            )
+        return await self._complete(ctx, target, payload, headers, deadline)
+
+    def _headers(
+        self, ctx: RequestContext, target: Target, client_headers: Mapping[bytes, bytes], *, stream: bool
+    ) -> RawHeaders:
+        headers = [*self._base_headers[target, stream], (b"x-request-id", ctx.request_id.encode())]
+        conversation = client_headers.get(b"x-conversation-id")
+        if conversation is not None and _HEADER_VALUE.match(conversation):
+            headers.append((b"x-conversation-id", conversation))
+        for name in self._forward[target.provider.name]:
+            value = client_headers.get(name)
+            if (
+                value is not None
+                and name not in (b"x-request-id", b"x-conversation-id")
+                and _HEADER_VALUE.match(value)
+            ):
+                headers.append((name, value))
+        return headers
+
+    # -- non-streaming -----------------------------------------------------------
+
+    async def _complete(
+        self, ctx: RequestContext, target: Target, payload: bytes, headers: RawHeaders, deadline: float
+    ) -> BytesResponse:
+        provider = target.provider.name
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()  # timings; loop.time() (ms resolution under uvloop) is for deadlines
+        response: UpstreamResponse | None = None
+        try:
+            # No first token can reach the client before the whole answer does, so the
+            # first-token timeout bounds the wait for the answer's headers.
+            async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.first_token)):
+                response = await self._upstream.send(target, payload, headers)
+            ctx.upstream_headers = time.perf_counter() - started
+            async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
+                answer = await response.read()
+        except TimeoutError:
+            raise self._timeout(
+                provider, loop.time(), deadline, headers_arrived=response is not None
+            ) from None
+        finally:
+            ctx.upstream_wait += time.perf_counter() - started
+            if response is not None:
+                await asyncio.shield(_quiet_close(response))
+        if response.status != 200:
+            raise _status_error(provider, response, answer)
+        _check_completion(provider, answer)
+        return BytesResponse(answer, headers=ctx.response_headers())
+
+    # -- streaming -----------------------------------------------------------------
+
+    async def _open_stream(
+        self,
+        ctx: RequestContext,
+        target: Target,
+        payload: bytes,
+        headers: RawHeaders,
+        deadline: float,
+        *,
+        wants_usage: bool,
+    ) -> StreamResponse:
+        """Send the request and read up to the commit point; the rest is StreamResponse's."""
+        provider = target.provider.name
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        first_token_by = min(deadline, loop.time() + self._timeouts.first_token)
+        relay = StreamRelay(provider=provider, wants_usage=wants_usage)
+        response: UpstreamResponse | None = None
+        committed = False
+        try:
+            async with asyncio.timeout_at(first_token_by):
+                response = await self._upstream.send(target, payload, headers)
+            ctx.upstream_headers = time.perf_counter() - started
+            if response.status != 200:
+                async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
+                    raise _status_error(provider, response, await response.read())
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
+                    answer = await response.read()
+                raise _status_error(provider, response, answer, expected="an event stream")
+            chunks = response.chunks()
+            first = await self._until_commit(relay, chunks, first_token_by)
+            committed = True
+        except TimeoutError:
+            raise self._timeout(
+                provider, loop.time(), deadline, headers_arrived=response is not None, first_token=True
+            ) from None
+        finally:
+            ctx.upstream_wait += time.perf_counter() - started
+            if response is not None and not committed:
+                await asyncio.shield(_quiet_close(response))
+        return StreamResponse(
+            upstream=response,
+            chunks=chunks,
+            relay=relay,
+            first=first,
+            headers=ctx.response_headers(),
+            deadline=deadline,
+            idle=self._timeouts.idle,
+        )
+
+    async def _until_commit(
+        self, relay: StreamRelay, chunks: AsyncIterator[bytes], first_token_by: float
+    ) -> bytes:
+        loop = asyncio.get_running_loop()
+        while True:
+            async with asyncio.timeout_at(min(first_token_by, loop.time() + self._timeouts.idle)):
+                try:
+                    data = await anext(chunks)
+                except StopAsyncIteration:
+                    return relay.end()  # raises: nothing was committed
+            first = relay.feed(data)
+            if relay.failure is not None:
+                raise relay.failure  # nothing reached the client yet: a plain error, retryable
+            if relay.committed:
+                return first
+
+    def _timeout(
+        self, provider: str, now: float, deadline: float, *, headers_arrived: bool, first_token: bool = False
+    ) -> UpstreamTimeout:
+        if now >= deadline:
+            what = "the request deadline passed before an answer"
+        elif not headers_arrived:
+            what = f"no answer within {self._timeouts.first_token:g}s"
+        elif first_token:
+            what = f"no first token within {self._timeouts.first_token:g}s"
+        else:
+            what = f"the answer stalled for {self._timeouts.idle:g}s"
+        return UpstreamTimeout(f"{provider}: {what}", provider=provider)
+
+
+def _status_error(
+    provider: str, response: UpstreamResponse, answer: bytes, *, expected: str | None = None
+) -> UpstreamError:
+    if response.status == 200:
+        # Some resellers answer errors with 200 and an error body.
+        parsed = classify.read_answer(502, answer)
+        if parsed.message:
+            return classify.to_error(provider, parsed)
+        return UpstreamProtocolError(
+            f"{provider}: answered with something other than {expected}", provider=provider
+        )
+    retry_after = classify.retry_after_seconds(response.headers.get("retry-after"))
+    return classify.to_error(provider, classify.read_answer(response.status, answer), retry_after=retry_after)
+
+
+def _check_completion(provider: str, answer: bytes) -> None:
+    """A 200 whose body is not a chat completion is the provider's failure, not an answer."""
+    try:
+        parsed = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError(f"{provider}: answered with invalid JSON", provider=provider) from None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
+        error = classify.read_answer(502, answer)
+        if isinstance(parsed, dict) and "error" in parsed:
+            raise classify.to_error(provider, error)
+        raise UpstreamProtocolError(f"{provider}: answered without choices", provider=provider)
+
+
+async def _quiet_close(response: UpstreamResponse) -> None:
+    with contextlib.suppress(UpstreamError):
+        await response.aclose()

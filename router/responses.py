@@ -1,0 +1,154 @@
+"""ASGI responses: a finished body as bytes, and a relayed SSE stream.
+
+The stream response owns everything after the commit point: the idle and total timers,
+the client leaving, and how the stream ends (`[DONE]`, or an error event and no `[DONE]`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.types import Message, Receive, Scope, Send
+
+from . import sse
+from .errors import RouterError, UpstreamError, UpstreamTimeout
+from .relay import StreamRelay
+from .types import RawHeaders
+from .upstream import UpstreamResponse
+
+log = logging.getLogger("router")
+
+FINISH_GRACE = 1.0
+"""Seconds to wait for the usage chunk and `[DONE]` after the answer finished, before
+closing the client's stream ourselves (some providers never send `[DONE]`)."""
+
+SSE_HEADERS: RawHeaders = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # tell nginx-style proxies in front not to buffer
+]
+
+
+class BytesResponse:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self, body: bytes, *, status: int = 200, headers: RawHeaders, media_type: bytes = b"application/json"
+    ):
+        self.body = body
+        self.status = status
+        self.headers = [(b"content-type", media_type), (b"content-length", str(len(body)).encode()), *headers]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+class StreamResponse:
+    """Sends a committed stream: the held-back events first, then the rest as it arrives."""
+
+    def __init__(
+        self,
+        *,
+        upstream: UpstreamResponse,
+        chunks: AsyncIterator[bytes],
+        relay: StreamRelay,
+        first: bytes,
+        headers: RawHeaders,
+        deadline: float,
+        idle: float,
+    ):
+        self._upstream = upstream
+        self._chunks = chunks
+        self._relay = relay
+        self._first = first
+        self._headers = [*SSE_HEADERS, *headers]
+        self._deadline = deadline
+        self._idle = idle
+        self._client_gone = False
+        self._closing = False
+        self.outcome = "pending"
+        """How it ended: completed, error, or client_disconnected."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(self._watch_disconnect(receive, task))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+            await send({"type": "http.response.body", "body": self._first, "more_body": True})
+            tail = await self._pump(send)
+            self._closing = True
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+        except asyncio.CancelledError:
+            if not self._client_gone:
+                raise
+            task.uncancel()
+            self.outcome = "client_disconnected"
+        finally:
+            self._closing = True
+            watcher.cancel()
+            await asyncio.shield(self._close_upstream())
+
+    async def _pump(self, send: Send) -> bytes:
+        """Relay until the stream ends; returns the last bytes to send."""
+        relay = self._relay
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                wait = FINISH_GRACE if relay.finished else self._idle
+                until = min(self._deadline, loop.time() + wait)
+                try:
+                    async with asyncio.timeout_at(until):
+                        data = await anext(self._chunks)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    if relay.finished:
+                        break
+                    raise self._timeout(loop.time()) from None
+                out = relay.feed(data)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                if relay.failure is not None:
+                    raise relay.failure
+                if relay.done:
+                    self.outcome = "completed"
+                    return b""
+            tail = relay.end()
+            self.outcome = "completed"
+            return tail
+        except UpstreamError as error:
+            # After the commit point nothing can be retried: end with an error event and
+            # no [DONE], so no client mistakes a cut answer for a whole one.
+            self.outcome = "error"
+            return error_event(error)
+
+    def _timeout(self, now: float) -> UpstreamTimeout:
+        provider = self._relay.provider
+        if now >= self._deadline:
+            return UpstreamTimeout(f"{provider}: the request deadline passed mid-answer", provider=provider)
+        return UpstreamTimeout(f"{provider}: the stream stalled for {self._idle:g}s", provider=provider)
+
+    async def _watch_disconnect(self, receive: Receive, task: asyncio.Task[None]) -> None:
+        # uvicorn's send() returns silently once the client is gone, so only receive()
+        # tells: it yields http.disconnect. Cancel the relay so the provider stream closes.
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                if not self._closing:
+                    self._client_gone = True
+                    task.cancel()
+                return
+
+    async def _close_upstream(self) -> None:
+        with contextlib.suppress(UpstreamError):  # the connection is discarded either way
+            await self._upstream.aclose()
+
+
+def error_event(error: RouterError) -> bytes:
+    """SPEC §8: one `data:` event in the OpenAI error shape, with no `event:` line."""
+    return sse.data_event(error.body())
