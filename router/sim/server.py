@@ -1,0 +1,522 @@
+"""A provider simulator: HTTP/1.1 over raw asyncio, so faults can reach the socket itself.
+
+ASGI cannot reset a connection before its headers or cut a body mid-chunk; a protocol
+that owns its transport can. httptools (installed with uvicorn[standard]) parses requests.
+
+Control endpoints, for tests and for `router sim` run as its own process:
+    GET  /_sim/stats      {"requests": chat requests seen, "faults": faults injected}
+    GET  /_sim/requests   the recent chat requests: headers and JSON bodies
+    POST /_sim/faults     body: a fault spec (see faults.py); replaces the instance's faults
+    POST /_sim/reset      clears counters, recorded requests and faults
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, replace
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+import orjson
+
+from . import answers
+from .dialects import DIALECTS, Dialect
+from .faults import Fault, FaultPlan, FaultSpecError, parse
+
+_DEFAULT_STATUS_ERRORS = {
+    429: ("rate_limit_exceeded", "Rate limit reached, please try again later"),
+    402: ("insufficient_quota", "Insufficient quota"),
+    401: ("invalid_api_key", "Invalid API key"),
+    500: ("api_error", "Internal server error"),
+    502: ("api_error", "Bad gateway"),
+    503: ("api_error", "Service unavailable"),
+}
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    keep_alive: bool
+
+
+class SimServer:
+    """One simulated provider on loopback. Use `start_in_thread()` in tests and --demo."""
+
+    def __init__(
+        self,
+        dialect: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: str = "",
+        latency: float = 0.0,
+        chunks: int = 8,
+        chunk_gap: float = 0.0,
+        keys: tuple[str, ...] | None = None,
+        stream_usage: str | None = None,
+        record: int = 1000,
+    ):
+        base = DIALECTS[dialect]
+        self.dialect: Dialect = replace(base, stream_usage=stream_usage) if stream_usage else base
+        self.host = host
+        self.port = port
+        self.faults = FaultPlan(faults)
+        self.latency = latency
+        self.chunks = chunks
+        self.chunk_gap = chunk_gap
+        self.keys = keys
+        self.requests: deque[RecordedRequest] = deque(maxlen=record)
+        self.chat_requests = 0
+        self.faults_injected = 0
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._counter = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def base_url(self) -> str:
+        """What providers.yaml's base_url would be for this simulator."""
+        prefix = self.dialect.path.removesuffix("/chat/completions")
+        return f"http://{self.host}:{self.port}{prefix}"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port, backlog=4096)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for connection in list(self._connections):
+                connection.abort()
+            for task in list(self._tasks):  # stalled and silent exchanges wait forever otherwise
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+
+    async def serve_until_stopped(self) -> None:
+        self._stop = asyncio.Event()
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.close()
+
+    def start_in_thread(self) -> SimServer:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = _new_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+
+            async def main() -> None:
+                self._stop = asyncio.Event()
+                await self.start()
+                ready.set()
+                await self._stop.wait()
+                await self.close()
+
+            try:
+                loop.run_until_complete(main())
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"sim-{self.dialect.name}", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("simulator did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def set_faults(self, spec: str) -> None:
+        self.faults.set(spec)
+
+    def reset(self) -> None:
+        self.faults.set("")
+        self.requests.clear()
+        self.chat_requests = 0
+        self.faults_injected = 0
+
+    # -- handling ---------------------------------------------------------------------
+
+    def next_id(self) -> str:
+        self._counter += 1
+        return f"chatcmpl-{self.dialect.name}-{self._counter}"
+
+    def handle(self, request: _Request, conn: _Connection) -> None:
+        if request.path.startswith("/_sim/"):
+            conn.respond_json(*self._control(request), keep_alive=request.keep_alive)
+            return
+        if request.path == self.dialect.models_path and request.method == "GET":
+            data = [{"id": m, "object": "model", "owned_by": self.dialect.name} for m in self.dialect.models]
+            conn.respond_json(
+                200, orjson.dumps({"object": "list", "data": data}), keep_alive=request.keep_alive
+            )
+            return
+        if request.path != self.dialect.path:
+            body = answers.error_body(404, "not_found", f"Invalid URL (POST {request.path})")
+            conn.respond_json(404, body, keep_alive=request.keep_alive)
+            return
+        if request.method != "POST":
+            conn.respond_json(
+                405, answers.error_body(405, "method_not_allowed", "Use POST"), keep_alive=request.keep_alive
+            )
+            return
+        self.chat_requests += 1
+        try:
+            body = orjson.loads(request.body) if request.body else None
+        except orjson.JSONDecodeError:
+            body = None
+        self.requests.append(RecordedRequest(request.path, request.headers, body))
+        fault = self._fault_for(request, body)
+        if fault is not None:
+            self.faults_injected += 1
+        exchange = _Exchange(self, conn, request, body, fault)
+        if exchange.needs_time():
+            conn.spawn(exchange.run())
+        else:
+            _run_now(exchange.run())  # the fast path: no task for an answer that needs no waiting
+
+    def _fault_for(self, request: _Request, body: Any) -> Fault | None:
+        spec = request.headers.get("x-sim-fault")
+        if spec is None and isinstance(body, dict) and isinstance(body.get("sim_fault"), str):
+            spec = body["sim_fault"]
+        if spec:
+            try:
+                own = parse(spec)
+            except FaultSpecError:
+                own = []
+            if own:
+                return own[0]
+        return self.faults.next()
+
+    def _control(self, request: _Request) -> tuple[int, bytes]:
+        path = request.path
+        if path == "/_sim/stats":
+            return 200, orjson.dumps({"requests": self.chat_requests, "faults": self.faults_injected})
+        if path == "/_sim/requests":
+            return 200, orjson.dumps(
+                [{"path": r.path, "headers": r.headers, "body": r.body} for r in self.requests]
+            )
+        if path == "/_sim/faults" and request.method == "POST":
+            try:
+                self.set_faults(request.body.decode())
+            except FaultSpecError as exc:
+                return 400, answers.error_body(400, "invalid_fault", str(exc))
+            return 200, b'{"ok":true}'
+        if path == "/_sim/reset" and request.method == "POST":
+            self.reset()
+            return 200, b'{"ok":true}'
+        return 404, answers.error_body(404, "not_found", f"no control endpoint {path}")
+
+
+class _Exchange:
+    """One chat request's answer, with its fault if any."""
+
+    def __init__(self, sim: SimServer, conn: _Connection, request: _Request, body: Any, fault: Fault | None):
+        self.sim, self.conn, self.request, self.body, self.fault = sim, conn, request, body, fault
+        self.dialect = sim.dialect
+
+    def needs_time(self) -> bool:
+        return bool(self.fault or self.sim.latency or (self._streaming() and self.sim.chunk_gap))
+
+    def _streaming(self) -> bool:
+        return isinstance(self.body, dict) and self.body.get("stream") is True
+
+    async def run(self) -> None:
+        fault, sim, conn = self.fault, self.sim, self.conn
+        keep_alive = self.request.keep_alive
+        if fault is not None and fault.kind == "reset":
+            conn.reset()
+            return
+        if fault is not None and fault.kind == "silent":
+            await conn.closed()
+            return
+        if sim.latency:
+            await asyncio.sleep(sim.latency)
+        rejection = self._rejection()
+        if rejection is not None:
+            conn.respond_json(rejection[0], rejection[1], headers=rejection[2], keep_alive=keep_alive)
+            return
+        assert isinstance(self.body, dict)
+        created = int(time.time())
+        completion_id = sim.next_id()
+        result = answers.answer(
+            self.dialect, self.body, chunks=sim.chunks, call_id=f"call_{completion_id[-8:]}"
+        )
+        headers = self._answer_headers()
+        if fault is not None and fault.kind == "slow_first_token" and not self._streaming():
+            await asyncio.sleep(fault.seconds)
+        if not self._streaming():
+            payload = answers.completion(
+                self.dialect, self.body, result, completion_id=completion_id, created=created
+            )
+            if fault is not None and fault.kind == "cut":
+                conn.respond_cut(payload, headers)
+                return
+            conn.respond_json(200, payload, headers=headers, keep_alive=keep_alive)
+            return
+        plan = answers.stream(self.dialect, self.body, result, completion_id=completion_id, created=created)
+        await self._stream(plan, headers)
+
+    def _rejection(self) -> tuple[int, bytes, list[tuple[str, str]]] | None:
+        if not self._authorized():
+            return 401, answers.error_body(401, "invalid_api_key", "Invalid API key provided"), []
+        if self.fault is not None and self.fault.kind == "status":
+            status = self.fault.number
+            code, message = _DEFAULT_STATUS_ERRORS.get(status, ("api_error", HTTPStatus(status).phrase))
+            headers = [("retry-after", self.fault.retry_after)] if self.fault.retry_after else []
+            body = answers.error_body(status, self.fault.code or code, self.fault.message or message)
+            return status, body, headers
+        rejection = answers.check(self.dialect, self.body)
+        if rejection is not None:
+            return rejection.status, rejection.body(), []
+        return None
+
+    def _authorized(self) -> bool:
+        scheme, _, key = self.request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key:
+            return False
+        return self.sim.keys is None or key in self.sim.keys
+
+    def _answer_headers(self) -> list[tuple[str, str]]:
+        if not self.dialect.settlement_headers:
+            return []
+        request_id = self.request.headers.get("x-request-id") or "req_" + os.urandom(8).hex()
+        idempotency = self.request.headers.get("x-idempotency-key")
+        if idempotency:
+            settlement = "stl_" + hashlib.sha256(idempotency.encode()).hexdigest()[:24]
+        else:
+            settlement = "stl_" + os.urandom(12).hex()
+        return [("x-request-id", request_id), ("x-settlement-key", settlement)]
+
+    async def _stream(self, plan: answers.StreamPlan, headers: list[tuple[str, str]]) -> None:
+        fault, conn, gap = self.fault, self.conn, self.sim.chunk_gap
+        kind = fault.kind if fault is not None else None
+        n = fault.number if fault is not None else 0
+        conn.start_stream(headers)
+        conn.send_events(plan.head)
+        if kind == "slow_first_token":
+            await asyncio.sleep(fault.seconds)  # type: ignore[union-attr]
+        for i, event in enumerate(plan.content, start=1):
+            if gap and i > 1:
+                await asyncio.sleep(gap)
+            if kind == "malformed" and i == n:
+                event = event[: max(8, len(event) // 2)].rstrip(b"\n") + b"\n\n"
+            conn.send_events([event])
+            if i == n and kind == "cut":
+                conn.close()
+                return
+            if i == n and kind == "stall":
+                await conn.closed()
+                return
+            if i == n and kind == "stream_error":
+                error = answers.error_body(500, "api_error", "upstream model failed mid-answer")
+                conn.send_events([b"data: " + error + b"\n\n"])
+                conn.end_stream(self.request.keep_alive)
+                return
+        if gap:
+            await asyncio.sleep(gap)
+        tail = plan.tail[:-1] if kind == "no_done" else plan.tail
+        conn.send_events(tail)
+        if kind == "no_done" and fault is not None and fault.value == "hold":
+            await conn.closed()
+            return
+        conn.end_stream(self.request.keep_alive)
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, sim: SimServer):
+        self.sim = sim
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._queue: deque[_Request] = deque()
+        self._busy = False
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.sim._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sim._connections.discard(self)
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.respond_json(
+                400, answers.error_body(400, "bad_request", "malformed HTTP request"), keep_alive=False
+            )
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url, self._headers, self._body = b"", {}, []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        path = self._url.split(b"?", 1)[0].decode("latin-1")
+        request = _Request(
+            self.parser.get_method().decode(),
+            path,
+            self._headers,
+            b"".join(self._body),
+            self.parser.should_keep_alive(),
+        )
+        self._queue.append(request)
+        if not self._busy:
+            self._next()
+
+    # handling, one request at a time per connection
+    def _next(self) -> None:
+        while self._queue and not self._busy:
+            self._busy = True
+            self.sim.handle(self._queue.popleft(), self)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.sim._tasks.add(task)
+        task.add_done_callback(self._exchange_done)
+
+    def _exchange_done(self, task: asyncio.Task[None]) -> None:
+        self.sim._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.abort()  # a simulator bug must not leave the client waiting forever
+
+    def _done(self, keep_alive: bool) -> None:
+        if not keep_alive:
+            self.close()
+            return
+        self._busy = False
+        self._next()
+
+    async def closed(self) -> None:
+        await self._lost
+
+    # writing
+    def respond_json(
+        self, status: int, body: bytes, *, headers: Sequence[tuple[str, str]] = (), keep_alive: bool
+    ) -> None:
+        head = _status_line(status) + b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+        head += b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers)
+        if not keep_alive:
+            head += b"connection: close\r\n"
+        self._write(head + b"\r\n" + body)
+        self._done(keep_alive)
+
+    def respond_cut(self, body: bytes, headers: list[tuple[str, str]]) -> None:
+        head = _status_line(200) + b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+        head += b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers)
+        self._write(head + b"\r\n" + body[: len(body) // 2])
+        self.close()
+
+    def start_stream(self, headers: list[tuple[str, str]]) -> None:
+        head = _status_line(200) + b"content-type: text/event-stream\r\ncache-control: no-cache\r\n"
+        head += b"transfer-encoding: chunked\r\n"
+        head += b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers)
+        self._write(head + b"\r\n")
+
+    def send_events(self, events: list[bytes]) -> None:
+        if events:
+            data = b"".join(events)
+            self._write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def end_stream(self, keep_alive: bool) -> None:
+        self._write(b"0\r\n\r\n")
+        self._done(keep_alive)
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def reset(self) -> None:
+        """Close with RST instead of FIN: what a crashed or overloaded peer looks like."""
+        if self.transport is None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+
+
+def _run_now(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine that awaits nothing to its end, right here."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise RuntimeError("an exchange that needs no time awaited something")  # pragma: no cover
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Status"
+    return f"HTTP/1.1 {status} {phrase}\r\n".encode()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard] on Linux
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
