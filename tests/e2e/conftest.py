@@ -1,0 +1,85 @@
+"""A real `router serve` process, as `make run` starts it, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ROUTER = [sys.executable, "-m", "router"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    url: str
+    banner: list[str]
+
+
+def serve(*args: str, env: dict[str, str] | None = None) -> Served:
+    """Start `router serve ARGS` and wait until it answers /healthz; stopped by PID at teardown."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
+    process = subprocess.Popen(
+        [*ROUTER, "serve", "--port", str(port), *args],
+        cwd=ROOT,
+        env={**environment, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"router serve exited: {process.stdout.read() if process.stdout else ''}")
+        try:
+            if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        stop(process)
+        raise RuntimeError("router serve did not come up")
+    banner = []
+    assert process.stdout is not None
+    while len(banner) < 3:
+        banner.append(process.stdout.readline().rstrip("\n"))
+    return Served(process, url, banner)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    """End a process this test started, by its PID."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(5)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def demo() -> Iterator[Served]:
+    """`router serve --config providers.yaml --demo`: the newcomer's first command."""
+    served = serve("--config", "providers.yaml", "--demo")
+    yield served
+    stop(served.process)
