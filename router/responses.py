@@ -98,7 +98,7 @@ class StreamResponse:
         relay = self._relay
         loop = asyncio.get_running_loop()
         try:
-            while True:
+            while not relay.done:  # the whole answer may have come with the commit
                 wait = FINISH_GRACE if relay.finished else self._idle
                 until = min(self._deadline, loop.time() + wait)
                 try:
@@ -115,9 +115,6 @@ class StreamResponse:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 if relay.failure is not None:
                     raise relay.failure
-                if relay.done:
-                    self.outcome = "completed"
-                    return b""
             tail = relay.end()
             self.outcome = "completed"
             return tail
@@ -145,7 +142,8 @@ class StreamResponse:
                 return
 
     async def _close_upstream(self) -> None:
-        with contextlib.suppress(UpstreamError):  # the connection is discarded either way
+        # A body read to its end returns its connection to the pool; any other is closed.
+        with contextlib.suppress(UpstreamError):
             await self._upstream.aclose()
 
 

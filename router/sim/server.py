@@ -4,7 +4,8 @@ ASGI cannot reset a connection before its headers or cut a body mid-chunk; a pro
 that owns its transport can. httptools (installed with uvicorn[standard]) parses requests.
 
 Control endpoints, for tests and for `router sim` run as its own process:
-    GET  /_sim/stats      {"requests": chat requests seen, "faults": faults injected}
+    GET  /_sim/stats      {"requests": chat requests seen, "faults": faults injected,
+                           "connections": connections accepted}
     GET  /_sim/requests   the recent chat requests: headers and JSON bodies
     POST /_sim/faults     body: a fault spec (see faults.py); replaces the instance's faults
     POST /_sim/reset      clears counters, recorded requests and faults
@@ -88,6 +89,7 @@ class SimServer:
         self.requests: deque[RecordedRequest] = deque(maxlen=record)
         self.chat_requests = 0
         self.faults_injected = 0
+        self.connections_accepted = 0
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._thread: threading.Thread | None = None
@@ -170,6 +172,7 @@ class SimServer:
         self.requests.clear()
         self.chat_requests = 0
         self.faults_injected = 0
+        self.connections_accepted = 0
 
     # -- handling ---------------------------------------------------------------------
 
@@ -227,7 +230,13 @@ class SimServer:
     def _control(self, request: _Request) -> tuple[int, bytes]:
         path = request.path
         if path == "/_sim/stats":
-            return 200, orjson.dumps({"requests": self.chat_requests, "faults": self.faults_injected})
+            return 200, orjson.dumps(
+                {
+                    "requests": self.chat_requests,
+                    "faults": self.faults_injected,
+                    "connections": self.connections_accepted,
+                }
+            )
         if path == "/_sim/requests":
             return 200, orjson.dumps(
                 [{"path": r.path, "headers": r.headers, "body": r.body} for r in self.requests]
@@ -375,6 +384,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.sim._connections.add(self)
+        self.sim.connections_accepted += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.sim._connections.discard(self)

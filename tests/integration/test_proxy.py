@@ -251,6 +251,17 @@ def test_a_stream_that_fails_before_commit_is_a_plain_error(
     assert time.monotonic() - started < 3  # bounded by first_token (1s), not the total deadline
 
 
+def test_provider_connections_are_reused_across_streams_and_answers(sim: Sim, router: Router) -> None:
+    server = sim("trinity", chunks=3)
+    r = router(config_yaml(provider_yaml("trinity", server, ["gpt-4o"]), routing=FAST))
+    with httpx.Client(headers=AUTH) as client:
+        for stream in (True, False, True, True, False):
+            body = {"model": "gpt-4o", "messages": HELLO, "stream": stream}
+            assert client.post(r.url + "/v1/chat/completions", json=body).status_code == 200
+    assert server.chat_requests == 5
+    assert server.connections_accepted == 1  # streams end at [DONE] and still give their connection back
+
+
 def test_client_disconnect_mid_stream_closes_the_provider_stream(sim: Sim, router: Router) -> None:
     server = sim("trinity", chunks=50, chunk_gap=0.05)
     r = router(config_yaml(provider_yaml("trinity", server, ["gpt-4o"]), routing=FAST))

@@ -241,8 +241,9 @@ def test_control_endpoints(sim: Sim) -> None:
     base = f"http://127.0.0.1:{server.port}/_sim"
     assert httpx.post(base + "/faults", content="status=500").status_code == 200
     assert post(server, {"model": "doubao-seed-2-0-lite-260428", "messages": HELLO}).status_code == 500
-    assert httpx.get(base + "/stats").json() == {"requests": 1, "faults": 1}
+    stats = httpx.get(base + "/stats").json()
+    assert (stats["requests"], stats["faults"]) == (1, 1) and stats["connections"] >= 1
     assert httpx.get(base + "/requests").json()[0]["body"]["model"] == "doubao-seed-2-0-lite-260428"
     assert httpx.post(base + "/faults", content="bogus").status_code == 400
     assert httpx.post(base + "/reset").status_code == 200
-    assert httpx.get(base + "/stats").json() == {"requests": 0, "faults": 0}
+    assert httpx.get(base + "/stats").json()["requests"] == 0

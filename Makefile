@@ -1,0 +1,34 @@
+# The two commands of the quick start, plus the benchmark and lint.
+#   make run    create .venv, install, serve providers.yaml --demo on 127.0.0.1:8080
+#   make test   create .venv, install, run the whole suite
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench lint check clean
+
+run: $(STAMP)
+	$(BIN)/router serve --config providers.yaml --demo
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.run
+
+lint: $(STAMP)
+	$(BIN)/ruff check router tests
+
+check: $(STAMP)
+	$(BIN)/router check --config providers.yaml --demo
+
+$(STAMP): pyproject.toml
+	@scripts/venv.sh "$(PYTHON)" "$(VENV)"
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
