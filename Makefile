@@ -20,6 +20,8 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check router tests
+	$(BIN)/ruff format --check router tests
+	$(BIN)/mypy router
 
 check: $(STAMP)
 	$(BIN)/router check --config providers.yaml --demo

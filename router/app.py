@@ -38,7 +38,7 @@ def create_app(config: Config, *, upstream: Upstream | None = None) -> Starlette
         Route("/readyz", handlers.readyz, methods=["GET"]),
     ]
     return Starlette(
-        routes=routes,  # type: ignore[arg-type]
+        routes=routes,
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(ErrorMiddleware),

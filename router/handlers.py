@@ -7,14 +7,16 @@ from typing import TYPE_CHECKING
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 
 from .context import SCOPE_KEY, RequestContext
 from .errors import InvalidRequest, MethodNotAllowed, ModelNotFound, NotFound, RouterError
 from .responses import BytesResponse
+from .types import JSON
 from .validate import validate
 
 if TYPE_CHECKING:
-    from .proxy import Response
+    from .proxy import Response as ProxyResponse
     from .runtime import Runtime
 
 
@@ -22,7 +24,7 @@ def runtime(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(request: Request) -> ProxyResponse:
     rt = runtime(request)
     ctx: RequestContext = request.scope[SCOPE_KEY]
     client = rt.auth.authenticate(request.headers.get("authorization"))
@@ -53,7 +55,7 @@ async def readyz(request: Request) -> BytesResponse:
     return BytesResponse(orjson.dumps({"status": "unready", "reason": reason}), status=503, headers=[])
 
 
-async def http_exception(request: Request, exc: Exception) -> BytesResponse:
+async def http_exception(request: Request, exc: Exception) -> Response:
     """Starlette's own 404 / 405 in the OpenAI error shape."""
     assert isinstance(exc, HTTPException)
     error: RouterError
@@ -63,10 +65,10 @@ async def http_exception(request: Request, exc: Exception) -> BytesResponse:
         error = NotFound(f"Unknown route: {request.method} {request.url.path}.")
     else:
         error = InvalidRequest(str(exc.detail))
-    return BytesResponse(error.body(), status=exc.status_code, headers=[])
+    return Response(error.body(), status_code=exc.status_code, media_type="application/json")
 
 
-def _json_object(raw: bytes) -> dict[str, object]:
+def _json_object(raw: bytes) -> JSON:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Collection
-from typing import Any
+from typing import Any, TypeVar
 
 from .expand import parse_duration
+
+N = TypeVar("N", int, float)
 
 
 class Problems:
@@ -149,7 +151,7 @@ class Problems:
                 self.add(f"{path}[{i}]", f"expected a non-empty string, got {_show(item)}")
         return out
 
-    def _bounded(self, value: Any, path: str, default: Any, lo: Any, hi: Any) -> Any:
+    def _bounded(self, value: N, path: str, default: N, lo: float | None, hi: float | None) -> N:
         if lo is not None and value < lo:
             self.add(path, f"must be at least {lo}, got {value}")
             return default

@@ -259,7 +259,8 @@ class StreamPlan:
 def stream(
     dialect: Dialect, body: dict[str, Any], result: Answer, *, completion_id: str, created: int
 ) -> StreamPlan:
-    options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+    requested = body.get("stream_options")
+    options: dict[str, Any] = requested if isinstance(requested, dict) else {}
     usage_each = dialect.stream_usage == "on_request" and options.get("chunk_include_usage") is True
     usage_last = dialect.stream_usage == "on_request" and options.get("include_usage") is True
 

@@ -4,7 +4,7 @@
     FAULT := KIND ['=' VALUE] (',' OPTION '=' VALUE)*
 
     status=CODE        answer with that HTTP status in the dialect's error shape
-                       (options: retry_after=SECONDS, code=CODE, message=TEXT)
+                       (options: retry_after=SECONDS, code=CODE, message=TEXT, location=URL)
     reset              reset the connection before any response
     silent             read the request, never answer
     slow_first_token=DURATION   wait that long before the first content (before the
@@ -41,7 +41,7 @@ KINDS = (
     "stream_error",
     "no_done",
 )
-_OPTIONS = ("retry_after", "code", "message", "times", "after")
+_OPTIONS = ("retry_after", "code", "message", "location", "times", "after")
 
 
 class FaultSpecError(ValueError):
@@ -55,6 +55,7 @@ class Fault:
     retry_after: str | None = None
     code: str | None = None
     message: str | None = None
+    location: str | None = None
     times: int | None = None
     after: int = 0
 

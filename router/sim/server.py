@@ -200,15 +200,16 @@ class SimServer:
             )
             return
         self.chat_requests += 1
+        parsed: Any
         try:
-            body = orjson.loads(request.body) if request.body else None
+            parsed = orjson.loads(request.body) if request.body else None
         except orjson.JSONDecodeError:
-            body = None
-        self.requests.append(RecordedRequest(request.path, request.headers, body))
-        fault = self._fault_for(request, body)
+            parsed = None
+        self.requests.append(RecordedRequest(request.path, request.headers, parsed))
+        fault = self._fault_for(request, parsed)
         if fault is not None:
             self.faults_injected += 1
-        exchange = _Exchange(self, conn, request, body, fault)
+        exchange = _Exchange(self, conn, request, parsed, fault)
         if exchange.needs_time():
             conn.spawn(exchange.run())
         else:
@@ -309,6 +310,8 @@ class _Exchange:
             status = self.fault.number
             code, message = _DEFAULT_STATUS_ERRORS.get(status, ("api_error", HTTPStatus(status).phrase))
             headers = [("retry-after", self.fault.retry_after)] if self.fault.retry_after else []
+            if self.fault.location:
+                headers.append(("location", self.fault.location))
             body = answers.error_body(status, self.fault.code or code, self.fault.message or message)
             return status, body, headers
         rejection = answers.check(self.dialect, self.body)

@@ -307,6 +307,15 @@ def test_provider_errors_are_mapped(three: Any) -> None:
     assert unserved.status_code == 502
 
 
+def test_redirects_are_never_followed(sim: Sim, router: Router) -> None:
+    elsewhere = sim("trinity")
+    server = sim("trinity", faults=f"status=307,location={elsewhere.base_url}/chat/completions")
+    r = router(config_yaml(provider_yaml("trinity", server, ["gpt-4o"]), routing=FAST))
+    response = chat(r, {"model": "gpt-4o", "messages": HELLO})
+    assert response.status_code == 502
+    assert elsewhere.chat_requests == 0  # upstream URLs come only from config
+
+
 def test_our_own_errors(three: Any) -> None:
     r, _ = three
     assert chat(r, {"model": "nope", "messages": HELLO}).json()["error"]["code"] == "model_not_found"
