@@ -10,8 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .context import SCOPE_KEY, RequestContext
+from .disconnect import DisconnectWatch
 from .errors import InvalidRequest, MethodNotAllowed, ModelNotFound, NotFound, RouterError
-from .responses import BytesResponse
+from .responses import BytesResponse, StreamResponse
 from .types import JSON
 from .validate import validate
 
@@ -35,7 +36,13 @@ async def chat_completions(request: Request) -> ProxyResponse:
     targets = rt.config.targets.get(model)
     if targets is None:
         raise ModelNotFound(f"The model '{model}' does not exist or no provider serves it.", param="model")
-    return await rt.proxy.forward(ctx, body, targets, dict(request.scope["headers"]))
+    watch = DisconnectWatch(request.receive)  # a client that leaves stops its provider request
+    response = await watch.guard(rt.proxy.forward(ctx, body, targets, dict(request.scope["headers"])))
+    if isinstance(response, StreamResponse):
+        response.watch = watch  # keeps watching while the stream is relayed
+    else:
+        watch.stop()
+    return response
 
 
 async def list_models(request: Request) -> BytesResponse:

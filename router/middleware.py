@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .context import SCOPE_KEY, RequestContext, accept_request_id
@@ -63,6 +64,8 @@ class ErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            return  # the client left: nobody to answer, nothing went wrong here
         except RouterError as error:
             if started:
                 raise

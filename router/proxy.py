@@ -87,9 +87,13 @@ class Proxy:
         ctx.attempts += 1
         payload = orjson.dumps(upstream_body)
         if stream:
-            return await self._open_stream(
-                ctx, target, payload, headers, deadline, wants_usage=translate.client_wants_usage(body)
+            relay = StreamRelay(
+                provider=target.provider.name,
+                wants_usage=translate.client_wants_usage(body),
+                expects_usage=target.provider.stream_usage,
+                choices=body.get("n") or 1,
             )
+            return await self._open_stream(ctx, target, payload, headers, deadline, relay)
         return await self._complete(ctx, target, payload, headers, deadline)
 
     def _headers(
@@ -119,9 +123,9 @@ class Proxy:
         started = time.perf_counter()  # timings; loop.time() (ms resolution under uvloop) is for deadlines
         response: UpstreamResponse | None = None
         try:
-            # No first token can reach the client before the whole answer does, so the
-            # first-token timeout bounds the wait for the answer's headers.
-            async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.first_token)):
+            # A non-streaming answer arrives whole, so its wait is the generation time:
+            # bounded by `response`, not by `first_token`.
+            async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.response)):
                 response = await self._upstream.send(target, payload, headers)
             ctx.upstream_headers = time.perf_counter() - started
             async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
@@ -148,15 +152,13 @@ class Proxy:
         payload: bytes,
         headers: RawHeaders,
         deadline: float,
-        *,
-        wants_usage: bool,
+        relay: StreamRelay,
     ) -> StreamResponse:
         """Send the request and read up to the commit point; the rest is StreamResponse's."""
         provider = target.provider.name
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         first_token_by = min(deadline, loop.time() + self._timeouts.first_token)
-        relay = StreamRelay(provider=provider, wants_usage=wants_usage)
         response: UpstreamResponse | None = None
         committed = False
         try:
@@ -212,6 +214,8 @@ class Proxy:
     ) -> UpstreamTimeout:
         if now >= deadline:
             what = "the request deadline passed before an answer"
+        elif not headers_arrived and not first_token:
+            what = f"no answer within {self._timeouts.response:g}s"
         elif not headers_arrived:
             what = f"no answer within {self._timeouts.first_token:g}s"
         elif first_token:

@@ -23,31 +23,45 @@ from .types import Usage
 
 class StreamRelay:
     __slots__ = (
+        "_choices",
+        "_finished",
         "_held",
         "_splitter",
         "committed",
         "done",
+        "expects_usage",
         "failure",
-        "finished",
         "model",
         "provider",
         "usage",
         "wants_usage",
     )
 
-    def __init__(self, *, provider: str, wants_usage: bool):
+    def __init__(self, *, provider: str, wants_usage: bool, expects_usage: bool = False, choices: int = 1):
         self.provider = provider
         self.wants_usage = wants_usage
+        """The client asked for the usage-only chunk: pass it on."""
+        self.expects_usage = expects_usage
+        """router asked the provider for usage: worth waiting for after the answer finished."""
         self.committed = False
-        self.finished = False
-        """A finish reason was seen: the answer is complete even if `[DONE]` never comes."""
         self.done = False
         self.failure: UpstreamError | None = None
         """Why the stream cannot go on; set by feed() after the events before it were returned."""
         self.usage: Usage | None = None
         self.model: str | None = None
+        self._choices = max(1, choices)
+        self._finished: set[int] = set()
         self._splitter = sse.EventSplitter()
         self._held: list[bytes] = []
+
+    @property
+    def finished(self) -> bool:
+        """Every choice has its finish reason: the answer is whole even if `[DONE]` never comes."""
+        return len(self._finished) >= self._choices
+
+    @property
+    def usage_pending(self) -> bool:
+        return self.expects_usage and self.usage is None
 
     def feed(self, data: bytes) -> bytes:
         """Bytes from the provider in, bytes for the client out (b"" while holding back).
@@ -111,7 +125,7 @@ class StreamRelay:
             if chunk is not None and self._usage_only(chunk):
                 return
         if not self.finished and sse.may_finish(data):
-            self.finished = True
+            self._parse(data)  # which choice finished: with n > 1 one finishing is not the end
         if not sse.looks_like_json_object(data):
             self._malformed(data)
             return
@@ -144,8 +158,11 @@ class StreamRelay:
         if usage is not None:
             self.usage = usage
         choices = chunk.get("choices")
-        if isinstance(choices, list) and any(isinstance(c, dict) and c.get("finish_reason") for c in choices):
-            self.finished = True
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict) and choice.get("finish_reason"):
+                    index = choice.get("index", 0)
+                    self._finished.add(index if isinstance(index, int) else 0)
         return chunk
 
     def _usage_only(self, chunk: dict[str, Any]) -> bool:

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from . import sse
+from .disconnect import DisconnectWatch
 from .errors import RouterError, UpstreamError, UpstreamTimeout
 from .relay import StreamRelay
 from .types import RawHeaders
 from .upstream import UpstreamResponse
-
-log = logging.getLogger("router")
 
 FINISH_GRACE = 1.0
 """Seconds to wait for the usage chunk and `[DONE]` after the answer finished, before
@@ -68,29 +66,25 @@ class StreamResponse:
         self._headers = [*SSE_HEADERS, *headers]
         self._deadline = deadline
         self._idle = idle
-        self._client_gone = False
-        self._closing = False
+        self.watch: DisconnectWatch | None = None
+        """Handed over by the handler, which started watching before the commit point."""
         self.outcome = "pending"
         """How it ended: completed, error, or client_disconnected."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        watcher = asyncio.create_task(self._watch_disconnect(receive, task))
+        watch = self.watch or DisconnectWatch(receive)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self._headers})
             await send({"type": "http.response.body", "body": self._first, "more_body": True})
             tail = await self._pump(send)
-            self._closing = True
+            watch.stop()  # the end is ours to send; a disconnect now changes nothing
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         except asyncio.CancelledError:
-            if not self._client_gone:
+            if not watch.left():
                 raise
-            task.uncancel()
             self.outcome = "client_disconnected"
         finally:
-            self._closing = True
-            watcher.cancel()
+            watch.stop()
             await asyncio.shield(self._close_upstream())
 
     async def _pump(self, send: Send) -> bytes:
@@ -99,7 +93,9 @@ class StreamResponse:
         loop = asyncio.get_running_loop()
         try:
             while not relay.done:  # the whole answer may have come with the commit
-                wait = FINISH_GRACE if relay.finished else self._idle
+                # Once the answer finished, wait only briefly for [DONE] — unless the usage
+                # router asked for has not come yet: that is worth the idle timeout.
+                wait = FINISH_GRACE if relay.finished and not relay.usage_pending else self._idle
                 until = min(self._deadline, loop.time() + wait)
                 try:
                     async with asyncio.timeout_at(until):
@@ -129,17 +125,6 @@ class StreamResponse:
         if now >= self._deadline:
             return UpstreamTimeout(f"{provider}: the request deadline passed mid-answer", provider=provider)
         return UpstreamTimeout(f"{provider}: the stream stalled for {self._idle:g}s", provider=provider)
-
-    async def _watch_disconnect(self, receive: Receive, task: asyncio.Task[None]) -> None:
-        # uvicorn's send() returns silently once the client is gone, so only receive()
-        # tells: it yields http.disconnect. Cancel the relay so the provider stream closes.
-        while True:
-            message: Message = await receive()
-            if message["type"] == "http.disconnect":
-                if not self._closing:
-                    self._client_gone = True
-                    task.cancel()
-                return
 
     async def _close_upstream(self) -> None:
         # A body read to its end returns its connection to the pool; any other is closed.

@@ -12,7 +12,7 @@ import re
 DONE_EVENT = b"data: [DONE]\n\n"
 
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
-_FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
+_FINISH = re.compile(rb'"finish_reason"\s*:\s*"[^"]')  # "" is what some gateways send for "not yet"
 _ERROR = re.compile(rb'\s*\{\s*"error"\s*:')
 
 

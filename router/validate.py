@@ -16,6 +16,7 @@ PART_TYPES = frozenset(("text", "image_url", "input_audio", "file"))
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
 MAX_STOP_SEQUENCES = 4
 MAX_COMPLETION_TOKENS = 65536
+MAX_CHOICES = 128  # OpenAI's own bound on n
 
 
 def validate(body: JSON) -> None:
@@ -25,6 +26,9 @@ def validate(body: JSON) -> None:
         _fail("model", "you must provide a model parameter" if model is None else "'model' must be a string")
     _messages(body.get("messages"))
     _token_limits(body)
+    n = body.get("n")
+    if n is not None and (not _is_int(n) or not 1 <= n <= MAX_CHOICES):
+        _fail("n", f"'n' must be a whole number from 1 to {MAX_CHOICES}")
     _optional_number(body, "temperature", 0, 2)
     _optional_number(body, "top_p", 0, 1)
     _stop(body.get("stop"))

@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -133,7 +134,9 @@ def _state(raw: Any, p: Problems) -> State:
     m = p.mapping(raw, "state", ("url", "on_failure", "replicas"))
     url = p.string(m.get("url"), "state.url", _DEFAULT_STATE.url) or _DEFAULT_STATE.url
     if url.split("://", 1)[0] not in _STATE_SCHEMES or "://" not in url:
-        p.add("state.url", f"expected memory://, redis://… or rediss://…, got {url!r}")
+        # Only the scheme is shown: the rest of a Redis URL may hold its password.
+        shown = url.split("://", 1)[0] + "://…" if "://" in url else "a URL without a scheme"
+        p.add("state.url", f"expected memory://, redis://… or rediss://…, got {shown}")
     return State(
         url=url,
         on_failure=p.choice(
@@ -155,18 +158,25 @@ def _routing(raw: Any, p: Problems) -> Routing:
     )
     if breaker.max_cooldown < breaker.cooldown:
         p.add("routing.breaker.max_cooldown", "must not be shorter than cooldown")
-    t = p.mapping(m.get("timeouts"), "routing.timeouts", ("connect", "first_token", "idle", "total"))
+    t = p.mapping(
+        m.get("timeouts"), "routing.timeouts", ("connect", "first_token", "idle", "response", "total")
+    )
     timeouts = Timeouts(
         connect=p.duration(t.get("connect"), "routing.timeouts.connect", _DEFAULT_TIMEOUTS.connect),
         first_token=p.duration(
             t.get("first_token"), "routing.timeouts.first_token", _DEFAULT_TIMEOUTS.first_token
         ),
         idle=p.duration(t.get("idle"), "routing.timeouts.idle", _DEFAULT_TIMEOUTS.idle),
+        response=p.duration(t.get("response"), "routing.timeouts.response", _DEFAULT_TIMEOUTS.response),
         total=p.duration(t.get("total"), "routing.timeouts.total", _DEFAULT_TIMEOUTS.total),
     )
-    for name in ("connect", "first_token", "idle"):
-        if getattr(timeouts, name) > timeouts.total:
+    for name in ("connect", "first_token", "idle", "response"):
+        if getattr(timeouts, name) <= timeouts.total:
+            continue
+        if name in t:
             p.add(f"routing.timeouts.{name}", "must not be longer than total")
+        else:  # a default longer than a short total shrinks to it
+            timeouts = replace(timeouts, **{name: timeouts.total})
     sticky = m.get("sticky", "conversation")
     if sticky in (None, False, "none"):
         sticky = None
@@ -407,6 +417,12 @@ class _StrictLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain value, not a list or mapping", key_node.start_mark
+                ) from None
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark

@@ -115,7 +115,11 @@ class Client:
 class Timeouts:
     connect: float = 5.0
     first_token: float = 30.0
+    """Streams: request sent -> the first chunk carrying answer content."""
     idle: float = 30.0
+    """Streams: the longest silence between chunks."""
+    response: float = 180.0
+    """Non-streaming: request sent -> the answer, which comes whole after generation."""
     total: float = 600.0
 
 

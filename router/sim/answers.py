@@ -8,6 +8,7 @@ on a user turn, usage counts words.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,7 +240,8 @@ def completion(
             "created": created,
             "model": body["model"],
             "choices": [
-                {"index": 0, "message": message, "finish_reason": result.finish_reason, "logprobs": None}
+                {"index": i, "message": message, "finish_reason": result.finish_reason, "logprobs": None}
+                for i in range(_choices(body))
             ],
             "usage": result.usage,
         }
@@ -265,13 +267,18 @@ def stream(
     usage_last = dialect.stream_usage == "on_request" and options.get("include_usage") is True
 
     def event(
-        delta: dict[str, Any], finish: str | None = None, *, usage: Any = None, choices: bool = True
+        delta: dict[str, Any],
+        finish: str | None = None,
+        *,
+        usage: Any = None,
+        choices: bool = True,
+        index: int = 0,
     ) -> bytes:
         chunk: dict[str, Any] = {"id": completion_id, "object": "chat.completion.chunk"}
         if dialect.chunk_has_model:
             chunk["created"] = created
             chunk["model"] = body["model"]
-        chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else []
+        chunk["choices"] = [{"index": index, "delta": delta, "finish_reason": finish}] if choices else []
         if usage is not None:
             chunk["usage"] = usage
         elif usage_each:
@@ -300,10 +307,29 @@ def stream(
             event({"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]}),
         ]
     else:
-        content = [event({"content": piece}) for piece in result.pieces]
+        content = _interleaved(result, _choices(body), event)
     final_usage = result.usage if dialect.stream_usage == "final_chunk" else None
-    tail = [event({}, result.finish_reason, usage=final_usage)]
+    tail = [event({}, result.finish_reason, usage=final_usage, index=_choices(body) - 1)]
     if usage_last:
         tail.append(event({}, usage=result.usage, choices=False))
     tail.append(b"data: [DONE]\n\n")
     return StreamPlan(head, content, tail)
+
+
+def _choices(body: dict[str, Any]) -> int:
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
+def _interleaved(result: Answer, n: int, event: Callable[..., bytes]) -> list[bytes]:
+    """Content events of n choices, round-robin. Choice i gets i extra pieces, so choices
+    finish at different times; each but the last finishes inline, right after its text."""
+    pieces = [list(result.pieces) + [" more"] * i for i in range(n)]
+    events: list[bytes] = []
+    for step in range(max(len(p) for p in pieces)):
+        for i, own in enumerate(pieces):
+            if step < len(own):
+                events.append(event({"content": own[step]}, index=i))
+                if step == len(own) - 1 and i < n - 1:
+                    events.append(event({}, result.finish_reason, index=i))
+    return events

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -11,9 +12,11 @@ import httpx
 import orjson
 import pytest
 
+from router import responses
 from router.sim import SimServer
 from router.upstream import Upstream
 from tests.conftest import CLIENT_KEY, RouterThread, config_yaml, provider_yaml
+from tests.scripted import ScriptedUpstream, chunk
 
 Sim = Callable[..., SimServer]
 Router = Callable[..., RouterThread]
@@ -151,7 +154,7 @@ def test_what_goes_upstream_and_what_never_does(three: Any) -> None:
 # -- streams -----------------------------------------------------------------------------------
 
 
-def test_stream_is_relayed_with_usage_read_and_hidden(three: Any) -> None:
+def test_stream_asks_for_usage_and_hides_the_usage_chunk(three: Any) -> None:
     r, sims = three
     response = chat(r, {"model": "gpt-4o", "messages": HELLO, "stream": True})
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -262,6 +265,122 @@ def test_provider_connections_are_reused_across_streams_and_answers(sim: Sim, ro
     assert server.connections_accepted == 1  # streams end at [DONE] and still give their connection back
 
 
+def test_with_n_choices_the_stream_ends_only_when_every_choice_finished(
+    sim: Sim, router: Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(responses, "FINISH_GRACE", 0.2)
+    server = sim("trinity", chunks=1, chunk_gap=0.4)  # choice 1 goes on 0.4 s after choice 0 finished
+    r = router(config_yaml(provider_yaml("trinity", server, ["gpt-4o"]), routing=FAST))
+    chunks = data_events(chat(r, {"model": "gpt-4o", "messages": HELLO, "stream": True, "n": 2}).text)
+    assert chunks[-1] == "[DONE]"
+    finished = [c["choices"][0]["index"] for c in chunks[:-1] if c["choices"][0]["finish_reason"]]
+    assert finished == [0, 1]
+    second = "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1] if c["choices"][0]["index"]
+    )
+    assert second.endswith(" more")
+
+
+def test_an_empty_finish_reason_is_not_a_finish(router: Router, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(responses, "FINISH_GRACE", 0.2)
+    pieces = [(0, chunk(finish="", content=word)) for word in ("one ", "two ")]
+    script = [
+        *pieces,
+        (0.35, chunk(finish="", content="three")),
+        (0, chunk(finish="stop")),
+        (0, b"data: [DONE]\n\n"),
+    ]
+    with ScriptedUpstream(script) as upstream:
+        r = router(
+            config_yaml(
+                f"  p: {{base_url: {upstream.base_url}, keys: [k], models: {{m: {{}}}}}}\n", routing=FAST
+            )
+        )
+        chunks = data_events(chat(r, {"model": "m", "messages": HELLO, "stream": True}).text)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1]) == "one two three"
+    assert chunks[-1] == "[DONE]"
+
+
+def test_usage_that_comes_late_is_still_waited_for(router: Router, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(responses, "FINISH_GRACE", 0.2)
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\n'
+    script = [(0, chunk(content="hi")), (0, chunk(finish="stop")), (0.35, usage), (0, b"data: [DONE]\n\n")]
+    with ScriptedUpstream(script) as upstream:
+        r = router(
+            config_yaml(
+                f"  p: {{base_url: {upstream.base_url}, keys: [k], models: {{m: {{}}}}}}\n", routing=FAST
+            )
+        )
+        chunks = data_events(
+            chat(
+                r,
+                {"model": "m", "messages": HELLO, "stream": True, "stream_options": {"include_usage": True}},
+            ).text
+        )
+    assert chunks[-2]["usage"]["total_tokens"] == 4
+    assert chunks[-1] == "[DONE]"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_leaving_before_any_answer_stops_the_provider_request(
+    sim: Sim, router: Router, stream: bool
+) -> None:
+    server = sim("trinity", faults="silent")
+    r = router(
+        config_yaml(
+            provider_yaml("trinity", server, ["gpt-4o"]),
+            routing="{timeouts: {first_token: 10s, response: 10s, total: 20s}}",
+        )
+    )
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            r.url + "/v1/chat/completions",
+            headers=AUTH,
+            timeout=0.3,
+            json={"model": "gpt-4o", "messages": HELLO, "stream": stream},
+        )
+    left = time.monotonic()
+    while server.open_connections and time.monotonic() - left < 5:
+        time.sleep(0.02)
+    assert server.open_connections == 0
+    assert time.monotonic() - left < 1  # not the 10 s the timeouts would allow
+
+
+def test_connect_timeout(router: Router) -> None:
+    with socket.socket() as full:  # a listener whose accept queue is full: connects hang
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        held = socket.create_connection(full.getsockname())
+        try:
+            url = f"http://127.0.0.1:{full.getsockname()[1]}"
+            r = router(
+                config_yaml(
+                    f"  p: {{base_url: '{url}', keys: [k], models: {{m: {{}}}}}}\n",
+                    routing="{timeouts: {connect: 300ms, first_token: 5s, total: 10s}}",
+                )
+            )
+            started = time.monotonic()
+            response = chat(r, {"model": "m", "messages": HELLO})
+            assert response.status_code == 504
+            assert response.json()["error"]["message"] == "p: timed out connecting"
+            assert time.monotonic() - started < 2
+        finally:
+            held.close()
+
+
+def test_a_client_leaving_mid_upload_is_not_an_error(three: Any, caplog: pytest.LogCaptureFixture) -> None:
+    r, sims = three
+    with socket.create_connection(("127.0.0.1", r.port)) as conn:
+        conn.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+            b"Authorization: Bearer " + CLIENT_KEY.encode() + b'\r\n\r\n{"model":'
+        )
+        time.sleep(0.2)
+    time.sleep(0.3)
+    assert [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.WARNING] == []
+    assert sum(s.chat_requests for s in sims.values()) == 0
+
+
 def test_client_disconnect_mid_stream_closes_the_provider_stream(sim: Sim, router: Router) -> None:
     server = sim("trinity", chunks=50, chunk_gap=0.05)
     r = router(config_yaml(provider_yaml("trinity", server, ["gpt-4o"]), routing=FAST))
@@ -275,9 +394,9 @@ def test_client_disconnect_mid_stream_closes_the_provider_stream(sim: Sim, route
         for _ in response.iter_lines():
             break
     deadline = time.monotonic() + 3
-    while server._connections and time.monotonic() < deadline:
+    while server.open_connections and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not server._connections  # the router dropped its provider connection
+    assert server.open_connections == 0  # the router dropped its provider connection
 
 
 # -- errors ------------------------------------------------------------------------------------

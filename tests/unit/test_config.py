@@ -218,3 +218,21 @@ def test_secrets_do_not_appear_in_reprs() -> None:
     )
     assert "sk-very-secret" not in repr(config)
     assert "also-secret" not in repr(config)
+
+
+def test_a_list_as_a_key_is_a_problem_not_a_traceback() -> None:
+    assert problems("providers:\n  ? [a, b]\n  : {}\n")[0].startswith("<config>:2:")
+
+
+def test_a_bad_state_url_never_shows_its_password() -> None:
+    found = problems(MINIMAL + "state: {url: 'redis:/:hunter2@redis.internal:6379'}\n")
+    assert found == ["state.url: expected memory://, redis://… or rediss://…, got a URL without a scheme"]
+    assert "hunter2" not in "".join(problems(MINIMAL + "state: {url: 'mysql://u:hunter2@db'}\n"))
+
+
+def test_timeout_defaults_shrink_to_a_short_total_but_explicit_values_may_not_exceed_it() -> None:
+    config = parse(MINIMAL + "routing: {timeouts: {total: 20s}}\n", env={})
+    assert config.routing.timeouts.response == 20 and config.routing.timeouts.first_token == 20
+    assert problems(MINIMAL + "routing: {timeouts: {response: 5m, total: 1m}}\n") == [
+        "routing.timeouts.response: must not be longer than total"
+    ]

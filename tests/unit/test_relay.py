@@ -126,3 +126,31 @@ def test_events_split_across_reads() -> None:
     whole = ROLE + HELLO + FINISH + USAGE + DONE
     out = b"".join(r.feed(whole[i : i + 7]) for i in range(0, len(whole), 7))
     assert out == ROLE + HELLO + FINISH + DONE
+
+
+def test_an_empty_finish_reason_is_not_a_finish() -> None:
+    r = relay()
+    r.feed(ROLE + event(choices=[{"index": 0, "delta": {"content": "one"}, "finish_reason": ""}]))
+    r.feed(event(choices=[{"index": 0, "delta": {"content": "two"}, "finish_reason": ""}]))
+    assert not r.finished
+    with pytest.raises(UpstreamConnectionLost):
+        r.end()
+
+
+def test_with_n_choices_every_choice_must_finish() -> None:
+    r = StreamRelay(provider="p", wants_usage=False, choices=2)
+    first = event(choices=[{"index": 0, "delta": {"content": "a"}, "finish_reason": None}])
+    r.feed(ROLE + first + event(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+    assert not r.finished  # choice 1 has not finished: one choice ending is not the end
+    r.feed(event(choices=[{"index": 1, "delta": {"content": "b"}, "finish_reason": "length"}]))
+    assert r.finished
+    assert r.end() == DONE
+
+
+def test_usage_is_pending_only_when_router_asked_for_it() -> None:
+    asked = StreamRelay(provider="p", wants_usage=False, expects_usage=True)
+    asked.feed(ROLE + HELLO + FINISH)
+    assert asked.finished and asked.usage_pending
+    asked.feed(USAGE)
+    assert not asked.usage_pending
+    assert not relay().usage_pending
