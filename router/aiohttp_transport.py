@@ -15,7 +15,7 @@ import aiohttp
 import httpx
 
 # Most specific first: the first class the exception is an instance of decides.
-AIOHTTP_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+AIOHTTP_ERRORS: tuple[tuple[type[BaseException], type[httpx.HTTPError]], ...] = (
     (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
     (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
     (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
@@ -25,6 +25,9 @@ AIOHTTP_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ..
     (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),
     (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
     (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
+    (aiohttp.RedirectClientError, httpx.TooManyRedirects),  # redirects are never followed anyway
+    (aiohttp.UploadAbortedError, httpx.WriteError),
     (aiohttp.ClientOSError, httpx.ReadError),
     (aiohttp.ClientConnectionError, httpx.ReadError),
     (aiohttp.ClientError, httpx.TransportError),

@@ -10,6 +10,7 @@ codes or message fragments, one of them is present.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,6 +19,8 @@ from typing import Any
 import orjson
 
 from .errors import UpstreamStatusError
+
+MAX_RETRY_AFTER = 86400.0
 
 
 class Verdict(StrEnum):
@@ -124,14 +127,17 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # inf, nan or a year would break arithmetic or hold a key forever: cap at a day.
+        return min(max(0.0, seconds), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return None
-    return max(0.0, when - (time.time() if now is None else now))
+    return min(max(0.0, when - (time.time() if now is None else now)), MAX_RETRY_AFTER)
 
 
 def to_error(

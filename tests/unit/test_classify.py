@@ -71,3 +71,6 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480) == 10
     assert retry_after_seconds("soon") is None
     assert retry_after_seconds(None) is None
+    assert retry_after_seconds("inf") is None and retry_after_seconds("1e400") is None
+    assert retry_after_seconds("nan") is None
+    assert retry_after_seconds("99999999") == 86400  # a key is never held for more than a day
