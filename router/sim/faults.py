@@ -25,11 +25,11 @@ own fault in the `X-Sim-Fault` header or a `sim_fault` body field, which wins ov
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+from ..config import expand
+
 KINDS = (
     "status",
     "reset",
@@ -69,11 +69,10 @@ class Fault:
 
 
 def parse_duration(text: str) -> float:
-    match = _DURATION.match(text.strip())
-    if match is None:
+    seconds = expand.parse_duration(text)
+    if seconds is None:
         raise FaultSpecError(f"not a duration: {text!r} (use 250ms, 2s)")
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
-    return float(match.group(1)) * scale
+    return seconds
 
 
 def parse(spec: str) -> list[Fault]:

@@ -1,7 +1,4 @@
-"""A provider simulator: HTTP/1.1 over raw asyncio, so faults can reach the socket itself.
-
-ASGI cannot reset a connection before its headers or cut a body mid-chunk; a protocol
-that owns its transport can. httptools (installed with uvicorn[standard]) parses requests.
+"""A provider simulator: one dialect on loopback, with faults, counters and a control API.
 
 Control endpoints, for tests and for `router sim` run as its own process:
     GET  /_sim/stats      {"requests": chat requests seen, "faults": faults injected,
@@ -17,22 +14,20 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import socket
-import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
 
-import httptools
 import orjson
 
 from . import answers
 from .dialects import DIALECTS, Dialect
 from .faults import Fault, FaultPlan, FaultSpecError, parse
+from .http import Connection, Request
 
 _DEFAULT_STATUS_ERRORS = {
     429: ("rate_limit_exceeded", "Rate limit reached, please try again later"),
@@ -49,15 +44,6 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: Any
-
-
-@dataclass
-class _Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    keep_alive: bool
 
 
 class SimServer:
@@ -91,12 +77,12 @@ class SimServer:
         self.faults_injected = 0
         self.connections_accepted = 0
         self._server: asyncio.Server | None = None
-        self._connections: set[_Connection] = set()
+        self._connections: set[Connection] = set()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._counter = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
 
     @property
     def base_url(self) -> str:
@@ -108,7 +94,7 @@ class SimServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port, backlog=4096)
+        self._server = await loop.create_server(lambda: Connection(self), self.host, self.port, backlog=4096)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -116,9 +102,9 @@ class SimServer:
             self._server.close()
             for connection in list(self._connections):
                 connection.abort()
-            for task in list(self._tasks):  # stalled and silent exchanges wait forever otherwise
+            for task in list(self.tasks):  # stalled and silent exchanges wait forever otherwise
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*self.tasks, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
 
@@ -164,6 +150,18 @@ class SimServer:
             self._thread.join(10)
             self._thread = None
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    # Host, for the HTTP connections
+    def opened(self, conn: Connection) -> None:
+        self._connections.add(conn)
+        self.connections_accepted += 1
+
+    def closed(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+
     def set_faults(self, spec: str) -> None:
         self.faults.set(spec)
 
@@ -180,7 +178,7 @@ class SimServer:
         self._counter += 1
         return f"chatcmpl-{self.dialect.name}-{self._counter}"
 
-    def handle(self, request: _Request, conn: _Connection) -> None:
+    def handle(self, request: Request, conn: Connection) -> None:
         if request.path.startswith("/_sim/"):
             conn.respond_json(*self._control(request), keep_alive=request.keep_alive)
             return
@@ -215,7 +213,7 @@ class SimServer:
         else:
             _run_now(exchange.run())  # the fast path: no task for an answer that needs no waiting
 
-    def _fault_for(self, request: _Request, body: Any) -> Fault | None:
+    def _fault_for(self, request: Request, body: Any) -> Fault | None:
         spec = request.headers.get("x-sim-fault")
         if spec is None and isinstance(body, dict) and isinstance(body.get("sim_fault"), str):
             spec = body["sim_fault"]
@@ -228,7 +226,7 @@ class SimServer:
                 return own[0]
         return self.faults.next()
 
-    def _control(self, request: _Request) -> tuple[int, bytes]:
+    def _control(self, request: Request) -> tuple[int, bytes]:
         path = request.path
         if path == "/_sim/stats":
             return 200, orjson.dumps(
@@ -257,7 +255,7 @@ class SimServer:
 class _Exchange:
     """One chat request's answer, with its fault if any."""
 
-    def __init__(self, sim: SimServer, conn: _Connection, request: _Request, body: Any, fault: Fault | None):
+    def __init__(self, sim: SimServer, conn: Connection, request: Request, body: Any, fault: Fault | None):
         self.sim, self.conn, self.request, self.body, self.fault = sim, conn, request, body, fault
         self.dialect = sim.dialect
 
@@ -371,144 +369,6 @@ class _Exchange:
         conn.end_stream(self.request.keep_alive)
 
 
-class _Connection(asyncio.Protocol):
-    def __init__(self, sim: SimServer):
-        self.sim = sim
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        self._url = b""
-        self._headers: dict[str, str] = {}
-        self._body: list[bytes] = []
-        self._queue: deque[_Request] = deque()
-        self._busy = False
-        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.sim._connections.add(self)
-        self.sim.connections_accepted += 1
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.sim._connections.discard(self)
-        if not self._lost.done():
-            self._lost.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.respond_json(
-                400, answers.error_body(400, "bad_request", "malformed HTTP request"), keep_alive=False
-            )
-
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self._url, self._headers, self._body = b"", {}, []
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        path = self._url.split(b"?", 1)[0].decode("latin-1")
-        request = _Request(
-            self.parser.get_method().decode(),
-            path,
-            self._headers,
-            b"".join(self._body),
-            self.parser.should_keep_alive(),
-        )
-        self._queue.append(request)
-        if not self._busy:
-            self._next()
-
-    # handling, one request at a time per connection
-    def _next(self) -> None:
-        while self._queue and not self._busy:
-            self._busy = True
-            self.sim.handle(self._queue.popleft(), self)
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.sim._tasks.add(task)
-        task.add_done_callback(self._exchange_done)
-
-    def _exchange_done(self, task: asyncio.Task[None]) -> None:
-        self.sim._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.abort()  # a simulator bug must not leave the client waiting forever
-
-    def _done(self, keep_alive: bool) -> None:
-        if not keep_alive:
-            self.close()
-            return
-        self._busy = False
-        self._next()
-
-    async def closed(self) -> None:
-        await self._lost
-
-    # writing
-    def respond_json(
-        self, status: int, body: bytes, *, headers: Sequence[tuple[str, str]] = (), keep_alive: bool
-    ) -> None:
-        head = _status_line(status) + b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
-        head += b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers)
-        if not keep_alive:
-            head += b"connection: close\r\n"
-        self._write(head + b"\r\n" + body)
-        self._done(keep_alive)
-
-    def respond_cut(self, body: bytes, headers: list[tuple[str, str]]) -> None:
-        head = _status_line(200) + b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
-        head += b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers)
-        self._write(head + b"\r\n" + body[: len(body) // 2])
-        self.close()
-
-    def start_stream(self, headers: list[tuple[str, str]]) -> None:
-        head = _status_line(200) + b"content-type: text/event-stream\r\ncache-control: no-cache\r\n"
-        head += b"transfer-encoding: chunked\r\n"
-        head += b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers)
-        self._write(head + b"\r\n")
-
-    def send_events(self, events: list[bytes]) -> None:
-        if events:
-            data = b"".join(events)
-            self._write(b"%x\r\n%s\r\n" % (len(data), data))
-
-    def end_stream(self, keep_alive: bool) -> None:
-        self._write(b"0\r\n\r\n")
-        self._done(keep_alive)
-
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    def reset(self) -> None:
-        """Close with RST instead of FIN: what a crashed or overloaded peer looks like."""
-        if self.transport is None:
-            return
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.transport.abort()
-
-
 def _run_now(coro: Coroutine[Any, Any, None]) -> None:
     """Run a coroutine that awaits nothing to its end, right here."""
     try:
@@ -517,14 +377,6 @@ def _run_now(coro: Coroutine[Any, Any, None]) -> None:
         return
     coro.close()
     raise RuntimeError("an exchange that needs no time awaited something")  # pragma: no cover
-
-
-def _status_line(status: int) -> bytes:
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Status"
-    return f"HTTP/1.1 {status} {phrase}\r\n".encode()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -17,7 +17,7 @@ ONLY_IN = {
     "redis": {"state.redis"},
     "prometheus_client": {"metrics"},
     "uvicorn": {"cli"},
-    "httptools": {"sim.server"},
+    "httptools": {"sim.http"},
     "yaml": {"config.load"},
 }
 
