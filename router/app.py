@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from . import handlers
+from . import admin, handlers, probes
 from .config import Config
 from .middleware import BodyLimitMiddleware, ErrorMiddleware, RequestIdMiddleware
 from .runtime import Runtime
@@ -23,10 +25,14 @@ def create_app(config: Config, *, upstream: Upstream | None = None) -> Starlette
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pools = upstream or Upstream.pooled(config.providers, connect_timeout=config.routing.timeouts.connect)
-        app.state.runtime = Runtime(config, pools)
+        runtime = app.state.runtime = Runtime(config, pools)
+        prober = asyncio.create_task(probes.run(config, runtime.proxy, runtime.health))
         try:
             yield
         finally:
+            prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prober
             await pools.aclose()
 
     routes = [
@@ -36,6 +42,9 @@ def create_app(config: Config, *, upstream: Upstream | None = None) -> Starlette
         Route("/models", handlers.list_models, methods=["GET"]),
         Route("/healthz", handlers.healthz, methods=["GET"]),
         Route("/readyz", handlers.readyz, methods=["GET"]),
+        Route("/admin/providers", admin.providers, methods=["GET"]),
+        Route("/admin/providers/{name}/drain", admin.drain, methods=["POST"]),
+        Route("/admin/providers/{name}/undrain", admin.undrain, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,

@@ -30,9 +30,11 @@ class RequestContext:
     started: float
     """time.perf_counter() when the request arrived."""
     upstream_wait: float = 0.0
-    """Seconds spent waiting on providers before the response started."""
+    """Seconds spent waiting on providers (attempts, backoffs, Retry-After) before the response started."""
     upstream_headers: float | None = None
     """The answering attempt's time to its response headers, in seconds."""
+    first_token: float | None = None
+    """The answering attempt's time to its first content (streams) or its answer, in seconds."""
     attempts: int = 0
     """Upstream requests actually sent (SPEC §8: not skipped targets, not waits)."""
     provider: str | None = None

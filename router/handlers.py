@@ -17,7 +17,7 @@ from .types import JSON
 from .validate import validate
 
 if TYPE_CHECKING:
-    from .proxy import Response as ProxyResponse
+    from .attempt import Response as ProxyResponse
     from .runtime import Runtime
 
 

@@ -1,48 +1,55 @@
-"""Forward one chat completion: pick a target, translate, send, and answer or relay.
+"""Forward one chat completion: plan the targets, and attempt them until one answers.
 
-Up to the stream's commit point an attempt is all-or-nothing: it either returns a response
-ready to send, or raises an UpstreamError that says whether another attempt may help. The
-retry loop over planned targets (issue 3) wraps `_attempt`.
+Every attempt translates from the client's original body. A failure that another attempt
+may fix moves on to the next planned target, after a jittered backoff, within one total
+deadline and the retry budget; one that it cannot (the client's own 4xx) is the answer.
+A target that timed out, has no channel for the model, refused our key or is out of quota
+is not tried again in the same request; one that only errored may be, if nothing else is
+left. Waiting for a rate-limited provider's Retry-After happens only when it fits the
+deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import random
 import re
-import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 
-import orjson
-
-from . import classify, routing, translate
+from . import failover, routing, translate
+from .attempt import Response, Sender, StreamResponse
+from .classify import Verdict
 from .config import Config, Target
 from .context import RequestContext
-from .errors import ParamNotAllowed, UpstreamError, UpstreamProtocolError, UpstreamTimeout
-from .relay import StreamRelay
-from .responses import BytesResponse, StreamResponse
-from .types import JSON, RawHeaders
-from .upstream import Upstream, UpstreamResponse, base_headers
+from .errors import ParamNotAllowed, UpstreamError, UpstreamTimeout
+from .health import Health, Status
+from .types import JSON
+from .upstream import Upstream
 
-_HEADER_VALUE = re.compile(rb"^[\x20-\x7e]{1,1024}$")
-
-Response = BytesResponse | StreamResponse
+_CONVERSATION = re.compile(rb"^[\x21-\x7e]{1,256}$")
+# Failures after which this request leaves the target alone: a silent target costs one
+# timeout, not three; a key without the model, or refused, or out of quota stays so.
+_LEAVE_ALONE = frozenset({Verdict.NOT_SERVED, Verdict.KEY_REJECTED, Verdict.QUOTA_EXHAUSTED})
 
 
 class Proxy:
-    def __init__(self, config: Config, upstream: Upstream):
-        self._upstream = upstream
-        self._timeouts = config.routing.timeouts
+    def __init__(
+        self,
+        config: Config,
+        upstream: Upstream,
+        health: Health,
+        *,
+        budget: failover.RetryBudget | None = None,
+        rng: random.Random | None = None,
+    ):
+        self._sender = Sender(config, upstream)
+        self._health = health
+        self._budget = budget or failover.RetryBudget()
+        self._rng = rng or random.Random()
+        self._strategy = routing.STRATEGIES[config.routing.strategy]
+        self._sticky = config.routing.sticky == "conversation"
         self._max_attempts = config.routing.max_attempts
-        self._base_headers: dict[tuple[Target, bool], RawHeaders] = {
-            (t, stream): base_headers(t, stream=stream)
-            for targets in config.targets.values()
-            for t in targets
-            for stream in (False, True)
-        }
-        self._forward = {
-            name: tuple(h.lower().encode() for h in p.forward_headers) for name, p in config.providers.items()
-        }
+        self._total = config.routing.timeouts.total
 
     async def forward(
         self,
@@ -51,28 +58,63 @@ class Proxy:
         targets: tuple[Target, ...],
         client_headers: Mapping[bytes, bytes],
     ) -> Response:
-        deadline = asyncio.get_running_loop().time() + self._timeouts.total
-        target, upstream_body = self._first_translatable(body, targets)
-        return await self._attempt(ctx, body, target, upstream_body, client_headers, deadline)
-
-    def _first_translatable(self, body: JSON, targets: tuple[Target, ...]) -> tuple[Target, JSON]:
-        """The first planned target that can take this request, with its translated body.
-
-        A target whose model does not take one of the client's values is skipped; if none
-        can, the first target's reason is the client's answer (400).
-        """
-        refusal: ParamNotAllowed | None = None
-        for target in routing.plan(targets, max_attempts=len(targets)):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._total
+        conversation = self._conversation(client_headers)
+        failures = failover.Failures(model=body["model"])
+        translated: dict[Target, JSON] = {}
+        tried: list[Target] = []
+        left_alone: set[Target] = set()
+        self._budget.request()
+        while ctx.attempts < self._max_attempts:
+            now = loop.time()
+            open_targets = [t for t in targets if t not in left_alone]
+            views = {t: self._health.view(t, now) for t in open_targets}
+            plan = routing.plan(
+                open_targets,
+                views,
+                now=now,
+                strategy=self._strategy,
+                rng=self._rng,
+                conversation=conversation,
+                tried=tried,
+            )
+            choice = self._first_translatable(plan, body, translated, failures, left_alone)
+            if choice is None:
+                break
+            wait = choice.not_before - now
+            if ctx.attempts:
+                if not self._budget.try_retry():
+                    break  # retries are being rationed: everything is failing
+                wait = max(wait, failover.backoff(ctx.attempts, self._rng))
+            if now + wait >= deadline:  # Retry-After beyond the deadline: do not wait for it
+                failures.waiting = wait
+                break
+            if wait > 0:
+                await asyncio.sleep(wait)
+                ctx.upstream_wait += wait
+            target = choice.target
             try:
-                return target, translate.to_upstream(
-                    body, target.route, stream_usage=target.provider.stream_usage
-                )
-            except ParamNotAllowed as error:
-                refusal = refusal or error
-        assert refusal is not None
-        raise refusal
+                response = await self.attempt(ctx, body, target, translated[target], client_headers, deadline)
+            except UpstreamError as error:
+                failures.add(error)
+                if not error.retryable:
+                    raise
+                tried.append(target)
+                if isinstance(error, UpstreamTimeout) or getattr(error, "verdict", None) in _LEAVE_ALONE:
+                    left_alone.add(target)
+                continue
+            return response
+        now = loop.time()
+        failures.deadline_passed = now >= deadline
+        if failures.waiting is None:  # when the soonest rate-limited target is ready, for Retry-After
+            cooling = [
+                v.ready_at - now for t in targets if (v := self._health.view(t, now)).status is Status.COOLING
+            ]
+            failures.waiting = min(cooling, default=None)
+        raise failures.final()
 
-    async def _attempt(
+    async def attempt(
         self,
         ctx: RequestContext,
         body: JSON,
@@ -81,178 +123,54 @@ class Proxy:
         client_headers: Mapping[bytes, bytes],
         deadline: float,
     ) -> Response:
-        stream = bool(body.get("stream"))
-        headers = self._headers(ctx, target, client_headers, stream=stream)
-        ctx.provider = target.provider.name
-        ctx.attempts += 1
-        payload = orjson.dumps(upstream_body)
-        if stream:
-            relay = StreamRelay(
-                provider=target.provider.name,
-                wants_usage=translate.client_wants_usage(body),
-                expects_usage=target.provider.stream_usage,
-                choices=body.get("n") or 1,
+        """One attempt, with its effect on the target's health."""
+        health = self._health
+        health.begin(target)
+
+        def stream_ended(outcome: str) -> None:
+            health.end(target)
+            if outcome == "error":  # cut, stalled or broken after the commit point
+                health.failed(target)
+
+        try:
+            response = await self._sender.send(
+                ctx, body, target, upstream_body, client_headers, deadline, on_stream_end=stream_ended
             )
-            return await self._open_stream(ctx, target, payload, headers, deadline, relay)
-        return await self._complete(ctx, target, payload, headers, deadline)
+        except UpstreamError as error:
+            health.record(target, error)
+            health.end(target)
+            raise
+        except BaseException:  # the client left, or shutdown: says nothing about the target
+            health.release(target)
+            raise
+        health.succeeded(target, ttft=ctx.first_token)
+        if not isinstance(response, StreamResponse):
+            health.end(target)
+        return response
 
-    def _headers(
-        self, ctx: RequestContext, target: Target, client_headers: Mapping[bytes, bytes], *, stream: bool
-    ) -> RawHeaders:
-        headers = [*self._base_headers[target, stream], (b"x-request-id", ctx.request_id.encode())]
-        conversation = client_headers.get(b"x-conversation-id")
-        if conversation is not None and _HEADER_VALUE.match(conversation):
-            headers.append((b"x-conversation-id", conversation))
-        for name in self._forward[target.provider.name]:
-            value = client_headers.get(name)
-            if (
-                value is not None
-                and name not in (b"x-request-id", b"x-conversation-id")
-                and _HEADER_VALUE.match(value)
-            ):
-                headers.append((name, value))
-        return headers
-
-    # -- non-streaming -----------------------------------------------------------
-
-    async def _complete(
-        self, ctx: RequestContext, target: Target, payload: bytes, headers: RawHeaders, deadline: float
-    ) -> BytesResponse:
-        provider = target.provider.name
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()  # timings; loop.time() (ms resolution under uvloop) is for deadlines
-        response: UpstreamResponse | None = None
-        try:
-            # A non-streaming answer arrives whole, so its wait is the generation time:
-            # bounded by `response`, not by `first_token`.
-            async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.response)):
-                response = await self._upstream.send(target, payload, headers)
-            ctx.upstream_headers = time.perf_counter() - started
-            async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
-                answer = await response.read()
-        except TimeoutError:
-            raise self._timeout(
-                provider, loop.time(), deadline, headers_arrived=response is not None
-            ) from None
-        finally:
-            ctx.upstream_wait += time.perf_counter() - started
-            if response is not None:
-                await asyncio.shield(_quiet_close(response))
-        if response.status != 200:
-            raise _status_error(provider, response, answer)
-        _check_completion(provider, answer)
-        return BytesResponse(answer, headers=ctx.response_headers())
-
-    # -- streaming -----------------------------------------------------------------
-
-    async def _open_stream(
+    def _first_translatable(
         self,
-        ctx: RequestContext,
-        target: Target,
-        payload: bytes,
-        headers: RawHeaders,
-        deadline: float,
-        relay: StreamRelay,
-    ) -> StreamResponse:
-        """Send the request and read up to the commit point; the rest is StreamResponse's."""
-        provider = target.provider.name
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        first_token_by = min(deadline, loop.time() + self._timeouts.first_token)
-        response: UpstreamResponse | None = None
-        committed = False
-        try:
-            async with asyncio.timeout_at(first_token_by):
-                response = await self._upstream.send(target, payload, headers)
-            ctx.upstream_headers = time.perf_counter() - started
-            if response.status != 200:
-                async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
-                    raise _status_error(provider, response, await response.read())
-            if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
-                    answer = await response.read()
-                raise _status_error(provider, response, answer, expected="an event stream")
-            chunks = response.chunks()
-            first = await self._until_commit(relay, chunks, first_token_by)
-            committed = True
-        except TimeoutError:
-            raise self._timeout(
-                provider, loop.time(), deadline, headers_arrived=response is not None, first_token=True
-            ) from None
-        finally:
-            ctx.upstream_wait += time.perf_counter() - started
-            if response is not None and not committed:
-                await asyncio.shield(_quiet_close(response))
-        return StreamResponse(
-            upstream=response,
-            chunks=chunks,
-            relay=relay,
-            first=first,
-            headers=ctx.response_headers(),
-            deadline=deadline,
-            idle=self._timeouts.idle,
-        )
-
-    async def _until_commit(
-        self, relay: StreamRelay, chunks: AsyncIterator[bytes], first_token_by: float
-    ) -> bytes:
-        loop = asyncio.get_running_loop()
-        while True:
-            async with asyncio.timeout_at(min(first_token_by, loop.time() + self._timeouts.idle)):
+        plan: list[routing.Candidate],
+        body: JSON,
+        translated: dict[Target, JSON],
+        failures: failover.Failures,
+        left_alone: set[Target],
+    ) -> routing.Candidate | None:
+        """The first planned target whose model takes this request's values."""
+        for candidate in plan:
+            target = candidate.target
+            if target not in translated:
                 try:
-                    data = await anext(chunks)
-                except StopAsyncIteration:
-                    return relay.end()  # raises: nothing was committed
-            first = relay.feed(data)
-            if relay.failure is not None:
-                raise relay.failure  # nothing reached the client yet: a plain error, retryable
-            if relay.committed:
-                return first
+                    translated[target] = translate.to_upstream(
+                        body, target.route, stream_usage=target.provider.stream_usage
+                    )
+                except ParamNotAllowed as refusal:
+                    failures.refusal = failures.refusal or refusal
+                    left_alone.add(target)
+                    continue
+            return candidate
+        return None
 
-    def _timeout(
-        self, provider: str, now: float, deadline: float, *, headers_arrived: bool, first_token: bool = False
-    ) -> UpstreamTimeout:
-        if now >= deadline:
-            what = "the request deadline passed before an answer"
-        elif not headers_arrived and not first_token:
-            what = f"no answer within {self._timeouts.response:g}s"
-        elif not headers_arrived:
-            what = f"no answer within {self._timeouts.first_token:g}s"
-        elif first_token:
-            what = f"no first token within {self._timeouts.first_token:g}s"
-        else:
-            what = f"the answer stalled for {self._timeouts.idle:g}s"
-        return UpstreamTimeout(f"{provider}: {what}", provider=provider)
-
-
-def _status_error(
-    provider: str, response: UpstreamResponse, answer: bytes, *, expected: str | None = None
-) -> UpstreamError:
-    if response.status == 200:
-        # Some resellers answer errors with 200 and an error body.
-        parsed = classify.read_answer(502, answer)
-        if parsed.message:
-            return classify.to_error(provider, parsed)
-        return UpstreamProtocolError(
-            f"{provider}: answered with something other than {expected}", provider=provider
-        )
-    retry_after = classify.retry_after_seconds(response.headers.get("retry-after"))
-    return classify.to_error(provider, classify.read_answer(response.status, answer), retry_after=retry_after)
-
-
-def _check_completion(provider: str, answer: bytes) -> None:
-    """A 200 whose body is not a chat completion is the provider's failure, not an answer."""
-    try:
-        parsed = orjson.loads(answer)
-    except orjson.JSONDecodeError:
-        raise UpstreamProtocolError(f"{provider}: answered with invalid JSON", provider=provider) from None
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
-        error = classify.read_answer(502, answer)
-        if isinstance(parsed, dict) and "error" in parsed:
-            raise classify.to_error(provider, error)
-        raise UpstreamProtocolError(f"{provider}: answered without choices", provider=provider)
-
-
-async def _quiet_close(response: UpstreamResponse) -> None:
-    with contextlib.suppress(UpstreamError):
-        await response.aclose()
+    def _conversation(self, client_headers: Mapping[bytes, bytes]) -> str | None:
+        value = client_headers.get(b"x-conversation-id") if self._sticky else None
+        return value.decode() if value is not None and _CONVERSATION.match(value) else None

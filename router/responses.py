@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.types import Receive, Scope, Send
 
@@ -58,6 +58,7 @@ class StreamResponse:
         headers: RawHeaders,
         deadline: float,
         idle: float,
+        on_end: Callable[[str], None] | None = None,
     ):
         self._upstream = upstream
         self._chunks = chunks
@@ -66,6 +67,7 @@ class StreamResponse:
         self._headers = [*SSE_HEADERS, *headers]
         self._deadline = deadline
         self._idle = idle
+        self._on_end = on_end
         self.watch: DisconnectWatch | None = None
         """Handed over by the handler, which started watching before the commit point."""
         self.outcome = "pending"
@@ -86,6 +88,8 @@ class StreamResponse:
         finally:
             watch.stop()
             await asyncio.shield(self._close_upstream())
+            if self._on_end is not None:
+                self._on_end(self.outcome)
 
     async def _pump(self, send: Send) -> bytes:
         """Relay until the stream ends; returns the last bytes to send."""

@@ -1,4 +1,4 @@
-"""Everything a request needs, built from one Config: auth, the proxy, the provider pools."""
+"""Everything a request needs, built from one Config: auth, health, the proxy, the provider pools."""
 
 from __future__ import annotations
 
@@ -6,18 +6,25 @@ import orjson
 
 from .auth import Authenticator
 from .config import Client, Config
+from .health import Health, Status
 from .proxy import Proxy
 from .upstream import Upstream
+
+# States that need an operator (or a quota roll-over), not just time: a model whose every
+# target is in one of them cannot be served by waiting. A breaker cooling down can.
+_NEEDS_OPS = (Status.DRAINED, Status.BROKEN, Status.EXHAUSTED)
 
 
 class Runtime:
     """Everything a request needs, built from one Config."""
 
-    def __init__(self, config: Config, upstream: Upstream):
+    def __init__(self, config: Config, upstream: Upstream, *, health: Health | None = None):
         self.config = config
         self.auth = Authenticator(config.clients)
         self.upstream = upstream
-        self.proxy = Proxy(config, upstream)
+        self.targets = tuple({t: None for ts in config.targets.values() for t in ts})
+        self.health = health or Health(self.targets, config.routing.breaker)
+        self.proxy = Proxy(config, upstream, self.health)
         self._models_json: dict[str | None, bytes] = {}
 
     def models_json(self, client: Client | None) -> bytes:
@@ -31,6 +38,10 @@ class Runtime:
         return cached
 
     def unready_reason(self) -> str | None:
-        if not self.config.targets:
+        """SPEC §3: ready while at least one provider is usable. A breaker that is open still
+        counts (routing fails open to it); drained, refused or exhausted keys do not."""
+        if not self.targets:
             return "no provider serves any model"
+        if all(self.health.view(t).status in _NEEDS_OPS for t in self.targets):
+            return "every provider is drained, refuses our key or is out of quota"
         return None

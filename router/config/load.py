@@ -31,6 +31,7 @@ from .model import (
     ModelRoute,
     ParamRules,
     Price,
+    Probe,
     Provider,
     ProviderKey,
     Routing,
@@ -292,6 +293,7 @@ _PROVIDER_KEYS = (
     "params",
     "models",
     "stream_usage",
+    "probe",
 )
 
 
@@ -330,7 +332,18 @@ def _provider(name: str, raw: Any, path: str, p: Problems, *, demo: bool) -> Pro
         quota=_allowance(m.get("quota"), f"{path}.quota", p),
         forward_headers=_forward_headers(m.get("forward_headers"), f"{path}.forward_headers", p),
         stream_usage=p.boolean(m.get("stream_usage"), f"{path}.stream_usage", True),
+        probe=_probe(m.get("probe"), f"{path}.probe", models, p),
     )
+
+
+def _probe(raw: Any, path: str, models: Mapping[str, ModelRoute], p: Problems) -> Probe | None:
+    if raw is None:
+        return None
+    m = p.mapping(raw, path, ("interval", "model"), required=("interval",))
+    model = p.string(m.get("model"), f"{path}.model") or next(iter(models), "")
+    if models and model not in models:
+        p.add(f"{path}.model", f"{model!r} is not one of this provider's models")
+    return Probe(interval=p.duration(m.get("interval"), f"{path}.interval", 60.0), model=model)
 
 
 def _keys(provider: str, raw: Any, path: str, p: Problems, *, demo: bool) -> tuple[ProviderKey, ...]:

@@ -74,6 +74,14 @@ class ModelRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class Probe:
+    """Active health checks for keys that get no traffic (off unless configured)."""
+
+    interval: float
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderKey:
     name: str
     secret: str = field(repr=False)
@@ -93,6 +101,7 @@ class Provider:
     forward_headers: tuple[str, ...] = ()
     stream_usage: bool = True
     """Whether the provider takes `stream_options.include_usage` (else it is removed)."""
+    probe: Probe | None = None
 
     @property
     def chat_url(self) -> str:

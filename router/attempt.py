@@ -1,0 +1,238 @@
+"""One attempt at one target: send the request, and read it to an answer the client can be given.
+
+An attempt is all-or-nothing up to the stream's commit point: it either returns a response
+ready to send (a whole answer, or a stream whose first content is in hand), or raises an
+UpstreamError that says whether another attempt may help. It never sends the client
+anything itself, so the caller can always try elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+
+import orjson
+
+from . import classify, translate
+from .config import Config, Target
+from .context import RequestContext
+from .errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from .relay import StreamRelay
+from .responses import BytesResponse, StreamResponse
+from .types import JSON, RawHeaders
+from .upstream import Upstream, UpstreamResponse, base_headers
+
+_HEADER_VALUE = re.compile(rb"^[\x20-\x7e]{1,1024}$")
+
+Response = BytesResponse | StreamResponse
+
+__all__ = ["Response", "Sender", "StreamResponse"]
+
+
+class Sender:
+    def __init__(self, config: Config, upstream: Upstream):
+        self._upstream = upstream
+        self._timeouts = config.routing.timeouts
+        self._base_headers: dict[tuple[Target, bool], RawHeaders] = {
+            (t, stream): base_headers(t, stream=stream)
+            for targets in config.targets.values()
+            for t in targets
+            for stream in (False, True)
+        }
+        self._forward = {
+            name: tuple(h.lower().encode() for h in p.forward_headers) for name, p in config.providers.items()
+        }
+
+    async def send(
+        self,
+        ctx: RequestContext,
+        body: JSON,
+        target: Target,
+        upstream_body: JSON,
+        client_headers: Mapping[bytes, bytes],
+        deadline: float,
+        *,
+        on_stream_end: Callable[[str], None],
+    ) -> Response:
+        """One attempt. `on_stream_end(outcome)` is called when a returned stream ends."""
+        stream = bool(body.get("stream"))
+        headers = self._headers(ctx, target, client_headers, stream=stream)
+        ctx.provider = target.provider.name
+        ctx.attempts += 1
+        payload = orjson.dumps(upstream_body)
+        if stream:
+            relay = StreamRelay(
+                provider=target.provider.name,
+                wants_usage=translate.client_wants_usage(body),
+                expects_usage=target.provider.stream_usage,
+                choices=body.get("n") or 1,
+            )
+            return await self._open_stream(ctx, target, payload, headers, deadline, relay, on_stream_end)
+        return await self._complete(ctx, target, payload, headers, deadline)
+
+    def _headers(
+        self, ctx: RequestContext, target: Target, client_headers: Mapping[bytes, bytes], *, stream: bool
+    ) -> RawHeaders:
+        headers = [*self._base_headers[target, stream], (b"x-request-id", ctx.request_id.encode())]
+        conversation = client_headers.get(b"x-conversation-id")
+        if conversation is not None and _HEADER_VALUE.match(conversation):
+            headers.append((b"x-conversation-id", conversation))
+        for name in self._forward[target.provider.name]:
+            value = client_headers.get(name)
+            if (
+                value is not None
+                and name not in (b"x-request-id", b"x-conversation-id")
+                and _HEADER_VALUE.match(value)
+            ):
+                headers.append((name, value))
+        return headers
+
+    # -- non-streaming -----------------------------------------------------------
+
+    async def _complete(
+        self, ctx: RequestContext, target: Target, payload: bytes, headers: RawHeaders, deadline: float
+    ) -> BytesResponse:
+        provider = target.provider.name
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()  # timings; loop.time() (ms resolution under uvloop) is for deadlines
+        response: UpstreamResponse | None = None
+        try:
+            # A non-streaming answer arrives whole, so its wait is the generation time:
+            # bounded by `response`, not by `first_token`.
+            async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.response)):
+                response = await self._upstream.send(target, payload, headers)
+            ctx.upstream_headers = ctx.first_token = time.perf_counter() - started
+            async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
+                answer = await response.read()
+        except TimeoutError:
+            raise self._timeout(
+                provider, loop.time(), deadline, headers_arrived=response is not None
+            ) from None
+        finally:
+            ctx.upstream_wait += time.perf_counter() - started
+            if response is not None:
+                await asyncio.shield(_quiet_close(response))
+        if response.status != 200:
+            raise _status_error(provider, response, answer)
+        _check_completion(provider, answer)
+        return BytesResponse(answer, headers=ctx.response_headers())
+
+    # -- streaming -----------------------------------------------------------------
+
+    async def _open_stream(
+        self,
+        ctx: RequestContext,
+        target: Target,
+        payload: bytes,
+        headers: RawHeaders,
+        deadline: float,
+        relay: StreamRelay,
+        on_end: Callable[[str], None],
+    ) -> StreamResponse:
+        """Send the request and read up to the commit point; the rest is StreamResponse's."""
+        provider = target.provider.name
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        first_token_by = min(deadline, loop.time() + self._timeouts.first_token)
+        response: UpstreamResponse | None = None
+        committed = False
+        try:
+            async with asyncio.timeout_at(first_token_by):
+                response = await self._upstream.send(target, payload, headers)
+            ctx.upstream_headers = time.perf_counter() - started
+            if response.status != 200:
+                async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
+                    raise _status_error(provider, response, await response.read())
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
+                    answer = await response.read()
+                raise _status_error(provider, response, answer, expected="an event stream")
+            chunks = response.chunks()
+            first = await self._until_commit(relay, chunks, first_token_by)
+            ctx.first_token = time.perf_counter() - started
+            committed = True
+        except TimeoutError:
+            raise self._timeout(
+                provider, loop.time(), deadline, headers_arrived=response is not None, first_token=True
+            ) from None
+        finally:
+            ctx.upstream_wait += time.perf_counter() - started
+            if response is not None and not committed:
+                await asyncio.shield(_quiet_close(response))
+        return StreamResponse(
+            upstream=response,
+            chunks=chunks,
+            relay=relay,
+            first=first,
+            headers=ctx.response_headers(),
+            deadline=deadline,
+            idle=self._timeouts.idle,
+            on_end=on_end,
+        )
+
+    async def _until_commit(
+        self, relay: StreamRelay, chunks: AsyncIterator[bytes], first_token_by: float
+    ) -> bytes:
+        loop = asyncio.get_running_loop()
+        while True:
+            async with asyncio.timeout_at(min(first_token_by, loop.time() + self._timeouts.idle)):
+                try:
+                    data = await anext(chunks)
+                except StopAsyncIteration:
+                    return relay.end()  # raises: nothing was committed
+            first = relay.feed(data)
+            if relay.failure is not None:
+                raise relay.failure  # nothing reached the client yet: a plain error, retryable
+            if relay.committed:
+                return first
+
+    def _timeout(
+        self, provider: str, now: float, deadline: float, *, headers_arrived: bool, first_token: bool = False
+    ) -> UpstreamTimeout:
+        if now >= deadline:
+            what = "the request deadline passed before an answer"
+        elif not headers_arrived and not first_token:
+            what = f"no answer within {self._timeouts.response:g}s"
+        elif not headers_arrived:
+            what = f"no answer within {self._timeouts.first_token:g}s"
+        elif first_token:
+            what = f"no first token within {self._timeouts.first_token:g}s"
+        else:
+            what = f"the answer stalled for {self._timeouts.idle:g}s"
+        return UpstreamTimeout(f"{provider}: {what}", provider=provider)
+
+
+def _status_error(
+    provider: str, response: UpstreamResponse, answer: bytes, *, expected: str | None = None
+) -> UpstreamError:
+    if response.status == 200:
+        # Some resellers answer errors with 200 and an error body.
+        parsed = classify.read_answer(502, answer)
+        if parsed.message:
+            return classify.to_error(provider, parsed)
+        return UpstreamProtocolError(
+            f"{provider}: answered with something other than {expected}", provider=provider
+        )
+    retry_after = classify.retry_after_seconds(response.headers.get("retry-after"))
+    return classify.to_error(provider, classify.read_answer(response.status, answer), retry_after=retry_after)
+
+
+def _check_completion(provider: str, answer: bytes) -> None:
+    """A 200 whose body is not a chat completion is the provider's failure, not an answer."""
+    try:
+        parsed = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError(f"{provider}: answered with invalid JSON", provider=provider) from None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
+        error = classify.read_answer(502, answer)
+        if isinstance(parsed, dict) and "error" in parsed:
+            raise classify.to_error(provider, error)
+        raise UpstreamProtocolError(f"{provider}: answered without choices", provider=provider)
+
+
+async def _quiet_close(response: UpstreamResponse) -> None:
+    with contextlib.suppress(UpstreamError):
+        await response.aclose()

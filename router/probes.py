@@ -1,0 +1,56 @@
+"""Active health probes, off by default: a key that gets no traffic is checked now and then.
+
+With `probe: {interval: 60s}` on a provider, each of its keys that has been idle for the
+interval is sent a one-token request. The answer moves the key's breaker like any other
+attempt, so an open breaker can close, or a dead key be noticed, without a client's request
+being the one to find out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from . import translate
+from .config import Config, Target
+from .context import RequestContext, new_request_id
+from .errors import UpstreamError
+from .health import Health
+from .proxy import Proxy
+
+PROBE_BODY = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+
+
+def probed_targets(config: Config) -> list[Target]:
+    """One target per key of every provider with probes on, for its probe model."""
+    return [
+        target
+        for targets in config.targets.values()
+        for target in targets
+        if target.provider.probe is not None and target.route.name == target.provider.probe.model
+    ]
+
+
+async def run(config: Config, proxy: Proxy, health: Health) -> None:
+    """Probe forever (until cancelled), checking every key at least once per its interval."""
+    targets = probed_targets(config)
+    if not targets:
+        return
+    tick = min(t.provider.probe.interval for t in targets if t.provider.probe) / 4
+    while True:
+        due = [t for t in targets if t.provider.probe and health.idle_for(t) >= t.provider.probe.interval]
+        await asyncio.gather(*(probe(config, proxy, t) for t in due))
+        await asyncio.sleep(tick)
+
+
+async def probe(config: Config, proxy: Proxy, target: Target) -> bool:
+    """One probe request; True if the key answered."""
+    body = {"model": target.route.name, **PROBE_BODY}
+    upstream_body = translate.to_upstream(body, target.route, stream_usage=target.provider.stream_usage)
+    ctx = RequestContext(request_id="probe_" + new_request_id()[4:], started=time.perf_counter())
+    deadline = asyncio.get_running_loop().time() + config.routing.timeouts.first_token
+    try:
+        await proxy.attempt(ctx, body, target, upstream_body, {}, deadline)
+    except UpstreamError:
+        return False
+    return True
