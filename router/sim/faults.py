@@ -9,9 +9,10 @@
     silent             read the request, never answer
     slow_first_token=DURATION   wait that long before the first content (before the
                        answer, when not streaming)
-    cut=N              stream: close the connection after N content chunks;
-                       not streaming: close half-way through the body
-    stall=N            stream: stop sending after N content chunks, keep the connection
+    cut=N              stream: close the connection after N content chunks (0: right after
+                       the role chunk); not streaming: close half-way through the body
+    stall=N            stream: stop sending after N content chunks (0: right after the role
+                       chunk), keep the connection
     malformed=N        stream: content chunk N (from 1) is broken JSON
     stream_error=N     stream: after N content chunks, an error event, then the end
     no_done            stream: finish without `data: [DONE]` (no_done=hold: and keep

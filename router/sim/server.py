@@ -44,6 +44,8 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: Any
+    at: float
+    """time.monotonic() when it arrived."""
 
 
 class SimServer:
@@ -203,7 +205,7 @@ class SimServer:
             parsed = orjson.loads(request.body) if request.body else None
         except orjson.JSONDecodeError:
             parsed = None
-        self.requests.append(RecordedRequest(request.path, request.headers, parsed))
+        self.requests.append(RecordedRequest(request.path, request.headers, parsed, time.monotonic()))
         fault = self._fault_for(request, parsed)
         if fault is not None:
             self.faults_injected += 1
@@ -340,6 +342,12 @@ class _Exchange:
         n = fault.number if fault is not None else 0
         conn.start_stream(headers)
         conn.send_events(plan.head)
+        if n == 0 and kind == "stall":  # a 200, a role chunk, then silence
+            await conn.closed()
+            return
+        if n == 0 and kind == "cut":
+            conn.close()
+            return
         if kind == "slow_first_token":
             await asyncio.sleep(fault.seconds)  # type: ignore[union-attr]
         for i, event in enumerate(plan.content, start=1):

@@ -143,20 +143,23 @@ def test_a_providers_client_error_passes_through(demo: Served) -> None:
 
 
 def test_rate_limit_and_server_errors_from_providers(demo: Served) -> None:
-    sdk = client(demo)
+    sdk = client(demo)  # claude-sonnet-4 has one provider: its failures are the answer
     with pytest.raises(openai.RateLimitError) as limited:
         sdk.chat.completions.create(
-            model="gpt-4o", messages=HELLO, extra_body={"sim_fault": "status=429,retry_after=3"}
+            model="claude-sonnet-4", messages=HELLO, extra_body={"sim_fault": "status=429,retry_after=1"}
         )
-    assert limited.value.response.headers["retry-after"] == "3"
+    assert limited.value.response.headers["retry-after"] == "1"
+    assert limited.value.response.headers["x-router-attempts"] == "3"  # waited out twice, then gave up
     with pytest.raises(openai.InternalServerError) as failed:
-        sdk.chat.completions.create(model="gpt-4o", messages=HELLO, extra_body={"sim_fault": "status=503"})
+        sdk.chat.completions.create(
+            model="claude-sonnet-4", messages=HELLO, extra_body={"sim_fault": "status=503"}
+        )
     assert failed.value.status_code == 502
 
 
 def test_a_stream_cut_after_it_began_raises_in_the_sdk(demo: Served) -> None:
     stream = client(demo).chat.completions.create(
-        model="gpt-4o", messages=HELLO, stream=True, extra_body={"sim_fault": "cut=3"}
+        model="gpt-5.1", messages=HELLO, stream=True, extra_body={"sim_fault": "cut=3"}
     )
     received = []
     with pytest.raises(openai.APIError) as caught:

@@ -232,25 +232,26 @@ def test_a_stream_that_breaks_after_commit_ends_with_an_error_event_and_no_done(
 
 
 @pytest.mark.parametrize(
-    ("fault", "status", "code"),
+    ("fault", "status", "code", "attempts"),
     [
-        ("reset", 502, "upstream_error"),
-        ("silent", 504, "upstream_timeout"),
-        ("slow_first_token=3s", 504, "upstream_timeout"),
-        ("status=500", 502, "upstream_error"),
-        ("malformed=1", 502, "upstream_error"),
+        ("reset", 502, "upstream_error", 3),  # the only target, tried max_attempts times
+        ("status=500", 502, "upstream_error", 3),
+        ("malformed=1", 502, "upstream_error", 3),
+        ("silent", 504, "upstream_timeout", 1),  # a silent target costs one first-token timeout
+        ("slow_first_token=3s", 504, "upstream_timeout", 1),
     ],
 )
 def test_a_stream_that_fails_before_commit_is_a_plain_error(
-    three: Any, fault: str, status: int, code: str
+    three: Any, fault: str, status: int, code: str, attempts: int
 ) -> None:
-    r, _ = three
+    r, sims = three
     started = time.monotonic()
     response = chat(r, {"model": "gpt-4o", "messages": HELLO, "stream": True, "sim_fault": fault})
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"]["code"] == code
-    assert response.headers["x-router-attempts"] == "1"
+    assert response.headers["x-router-attempts"] == str(attempts)
+    assert sims["trinity"].chat_requests == attempts
     assert time.monotonic() - started < 3  # bounded by first_token (1s), not the total deadline
 
 
@@ -402,28 +403,34 @@ def test_client_disconnect_mid_stream_closes_the_provider_stream(sim: Sim, route
 # -- errors ------------------------------------------------------------------------------------
 
 
-def test_provider_errors_are_mapped(three: Any) -> None:
+@pytest.mark.parametrize(
+    ("model", "fault", "status", "check"),
+    [
+        ("claude-sonnet-4", None, 400, "presence_penalty must be between -2 and 2"),
+        ("gpt-4o", "status=429,retry_after=7", 429, "rate_limit_exceeded"),
+        ("gpt-4o", "status=500", 502, "trinity: Internal server error"),
+        ("gpt-4o", "status=401,message=Incorrect API key provided: trinity-secret-key", 502, "credentials"),
+        ("broken", None, 502, "real200: The model broken does not exist"),  # configured, not served
+    ],
+)
+def test_provider_errors_are_mapped(
+    three: Any, model: str, fault: str | None, status: int, check: str
+) -> None:
     r, _ = three
-    passthrough = chat(r, {"model": "claude-sonnet-4", "messages": HELLO, "presence_penalty": 3})
-    assert passthrough.status_code == 400
-    assert passthrough.json()["error"]["message"] == "presence_penalty must be between -2 and 2"
-    limited = chat(r, {"model": "gpt-4o", "messages": HELLO, "sim_fault": "status=429,retry_after=7"})
-    assert limited.status_code == 429 and limited.headers["retry-after"] == "7"
-    assert limited.json()["error"]["type"] == "rate_limit_exceeded"
-    failed = chat(r, {"model": "gpt-4o", "messages": HELLO, "sim_fault": "status=500"})
-    assert failed.status_code == 502 and failed.json()["error"]["message"].startswith("trinity: ")
-    assert failed.headers["x-router-provider"] == "trinity"
-    rejected = chat(
-        r,
-        {
-            "model": "gpt-4o",
-            "messages": HELLO,
-            "sim_fault": "status=401,message=Incorrect API key provided: trinity-secret-key",
-        },
-    )
-    assert rejected.status_code == 502 and "trinity-secret-key" not in rejected.text
-    unserved = chat(r, {"model": "broken", "messages": HELLO})  # configured, but real200 has no such model
-    assert unserved.status_code == 502
+    body: dict[str, Any] = {"model": model, "messages": HELLO}
+    if fault:
+        body["sim_fault"] = fault
+    if model == "claude-sonnet-4":
+        body["presence_penalty"] = 3
+    response = chat(r, body)
+    assert response.status_code == status
+    assert check in response.text
+    assert "trinity-secret-key" not in response.text
+    if status == 429:
+        assert response.headers["retry-after"] == "7"
+        assert response.json()["error"]["type"] == "rate_limit_exceeded"
+    if status == 502:
+        assert response.headers["x-router-provider"] in ("trinity", "real200")
 
 
 def test_redirects_are_never_followed(sim: Sim, router: Router) -> None:
