@@ -19,7 +19,7 @@ import orjson
 from . import classify, translate
 from .config import Config, Target
 from .context import RequestContext
-from .errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from .errors import DeadlineExceeded, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .relay import StreamRelay
 from .responses import BytesResponse, StreamResponse
 from .types import JSON, RawHeaders
@@ -55,9 +55,9 @@ class Sender:
         client_headers: Mapping[bytes, bytes],
         deadline: float,
         *,
-        on_stream_end: Callable[[str], None],
+        on_stream_end: Callable[[str, UpstreamError | None], None],
     ) -> Response:
-        """One attempt. `on_stream_end(outcome)` is called when a returned stream ends."""
+        """One attempt. `on_stream_end(outcome, error)` is called when a returned stream ends."""
         stream = bool(body.get("stream"))
         headers = self._headers(ctx, target, client_headers, stream=stream)
         ctx.provider = target.provider.name
@@ -130,7 +130,7 @@ class Sender:
         headers: RawHeaders,
         deadline: float,
         relay: StreamRelay,
-        on_end: Callable[[str], None],
+        on_end: Callable[[str, UpstreamError | None], None],
     ) -> StreamResponse:
         """Send the request and read up to the commit point; the rest is StreamResponse's."""
         provider = target.provider.name
@@ -193,8 +193,10 @@ class Sender:
         self, provider: str, now: float, deadline: float, *, headers_arrived: bool, first_token: bool = False
     ) -> UpstreamTimeout:
         if now >= deadline:
-            what = "the request deadline passed before an answer"
-        elif not headers_arrived and not first_token:
+            return DeadlineExceeded(
+                f"{provider}: the request deadline passed before an answer", provider=provider
+            )
+        if not headers_arrived and not first_token:
             what = f"no answer within {self._timeouts.response:g}s"
         elif not headers_arrived:
             what = f"no answer within {self._timeouts.first_token:g}s"

@@ -15,8 +15,9 @@
         ├── UpstreamConnectionLost   reset or closed mid-answer
         ├── UpstreamProtocolError    answered something that is not a valid answer
         ├── UpstreamTimeout          504 upstream_timeout
-        ├── UpstreamStreamError      an error event inside a stream
-        └── UpstreamStatusError      answered with an HTTP error; rendered by its verdict
+        │   └── DeadlineExceeded     the request's total deadline, not the provider's fault
+        └── UpstreamStatusError      answered with an error (HTTP, or an event in a stream);
+                                     rendered by its verdict
                                      (client's fault: the provider's status and message;
                                      rate limited: 429; anything else: 502)
 
@@ -150,8 +151,8 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
-class UpstreamStreamError(UpstreamError):
-    """The provider reported an error inside an SSE stream."""
+class DeadlineExceeded(UpstreamTimeout):
+    """The request's own total deadline ran out: says nothing about the provider."""
 
 
 class UpstreamStatusError(UpstreamError):

@@ -26,6 +26,16 @@ from .errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from .health import Status
+
+_WHY = {
+    Status.DRAINED: "is drained",
+    Status.BROKEN: "refused our key",
+    Status.EXHAUSTED: "is out of quota",
+    Status.NOT_SERVED: "has no channel for this model",
+    Status.OPEN: "is failing",
+    Status.COOLING: "is rate limited",
+}
 
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 2.0
@@ -92,6 +102,8 @@ class Failures:
     waiting: float | None = None
     """The soonest a cooling target would be ready, when that was past the deadline."""
     deadline_passed: bool = False
+    states: dict[str, Status] = field(default_factory=dict)
+    """Each target key's state when routing gave up, to say why in a 503."""
 
     def add(self, error: UpstreamError) -> None:
         self.errors.append(error)
@@ -102,9 +114,9 @@ class Failures:
                 return self.refusal
             if self.waiting is not None:
                 return _rate_limited(self.model, self.waiting)
+            why = "; ".join(f"{name} {_WHY.get(state, state)}" for name, state in sorted(self.states.items()))
             return NoProviderAvailable(
-                f"No provider can serve '{self.model}' now: every one is down, drained, rejected our key "
-                "or is out of quota."
+                f"No provider can serve '{self.model}' now: {why or 'none is configured'}."
             )
         last = self.errors[-1]
         limited = [e for e in self.errors if isinstance(e, UpstreamStatusError) and e.http_status == 429]

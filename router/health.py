@@ -14,8 +14,11 @@ Besides the breaker a key can be
 and, for one model only, not served (the reseller has no channel for it): skipped for a
 while without counting against the key.
 
-Failures that count against the breaker: connect errors, resets, 5xx and timeouts; never
-the client's 4xx. Time comes from an injected clock so tests need not sleep.
+Every attempt holds a Lease from begin() to end(). Only the lease that took a half-open
+key's one trial may settle it; failures of attempts that were already in flight when the
+breaker opened are stragglers and change nothing. Failures that count: connect errors,
+resets, 5xx, timeouts and broken streams; never the client's 4xx (the key did answer) and
+never the request's own deadline. Time comes from an injected clock.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from enum import StrEnum
 
 from .classify import Verdict
 from .config import Breaker, Target
-from .errors import UpstreamError
+from .errors import DeadlineExceeded, UpstreamError
 
 EXHAUSTED_COOLDOWN = 15 * 60.0
 """A key out of quota is tried again after this long: quotas roll over, accounts get topped up."""
@@ -58,8 +61,9 @@ class View:
     ready_at: float
     """When its cooldown ends (or ended); inf for states that waiting does not end."""
     inflight: int = 0
-    ttft: float | None = None
-    """Recent time to first token (EWMA), seconds; None until measured."""
+    latency: float | None = None
+    """Recent latency (EWMA) of the kind the request needs: time to first token for streams,
+    time to the whole answer otherwise. None until measured."""
 
     @property
     def usable(self) -> bool:
@@ -69,24 +73,85 @@ class View:
 @dataclass(slots=True)
 class KeyHealth:
     failures: int = 0
-    """Consecutive breaker failures."""
+    """Consecutive breaker failures while closed."""
     opened: int = 0
     """Consecutive times the breaker opened: the cooldown multiplier. 0 when closed."""
     open_until: float = 0.0
     trial: bool = False
-    """A half-open trial request is in flight."""
+    """A half-open trial request is in flight (held by one Lease)."""
     cooling_until: float = 0.0
     rate_limits: int = 0
     exhausted_until: float = 0.0
     broken: bool = False
     inflight: int = 0
     ttft: float | None = None
+    answer_time: float | None = None
     last_used: float = -float("inf")
     not_served: dict[str, float] = field(default_factory=dict)
 
 
 def key_id(target: Target) -> str:
     return f"{target.provider.name}/{target.key.name}"
+
+
+class Lease:
+    """One attempt's hold on a key: in flight until end(), and perhaps its one trial."""
+
+    __slots__ = ("_health", "_key", "_open", "target", "trial")
+
+    def __init__(self, health: Health, key: KeyHealth, target: Target, *, trial: bool):
+        self._health, self._key, self.target, self.trial = health, key, target, trial
+        self._open = True
+
+    def succeeded(self, *, latency: float | None = None, stream: bool = False, busy: bool = False) -> None:
+        """The key answered: the breaker closes. `busy`: it answered 429, so its backoff goes on."""
+        self._health._close(self._key, rate_limited=busy)
+        if self.trial:
+            self.trial = self._key.trial = False
+        if latency is not None:
+            self._health.observe(self.target, latency, stream=stream)
+
+    def failed(self) -> None:
+        """A breaker failure. A trial that fails reopens the breaker; a straggler changes nothing."""
+        if self.trial:
+            self.trial = False
+            self._key.trial = False
+            self._health._open(self._key)
+        else:
+            self._health.failed(self.target)
+
+    def record(self, error: UpstreamError) -> None:
+        """The attempt failed with `error`: what that says about the key."""
+        if isinstance(error, DeadlineExceeded):
+            return  # the request's own time ran out: nothing learned about the key
+        verdict = getattr(error, "verdict", None)
+        if verdict is None:  # no HTTP answer: connect error, reset, timeout, broken stream
+            self.failed()
+            return
+        _BY_VERDICT[Verdict(verdict)](self, error)
+
+    def end(self) -> None:
+        """The attempt is over. A trial its outcome did not settle is freed for another."""
+        if self._open:
+            self._open = False
+            self._key.inflight = max(0, self._key.inflight - 1)
+            if self.trial:
+                self.trial = self._key.trial = False
+
+
+def _cooled(lease: Lease, error: UpstreamError) -> None:
+    lease.succeeded(busy=True)  # the provider is up, only busy
+    lease._health.rate_limited(lease.target, getattr(error, "retry_after", None))
+
+
+_BY_VERDICT: dict[Verdict, Callable[[Lease, UpstreamError], None]] = {
+    Verdict.CLIENT_FAULT: lambda lease, error: lease.succeeded(),  # a proper answer to a bad request
+    Verdict.RATE_LIMITED: _cooled,
+    Verdict.QUOTA_EXHAUSTED: lambda lease, error: lease._health.exhausted(lease.target),
+    Verdict.KEY_REJECTED: lambda lease, error: lease._health.rejected(lease.target),
+    Verdict.NOT_SERVED: lambda lease, error: lease._health.not_served(lease.target),
+    Verdict.SERVER_ERROR: lambda lease, error: lease.failed(),
+}
 
 
 class Health:
@@ -110,13 +175,15 @@ class Health:
 
     # -- what routing sees --------------------------------------------------------------
 
-    def view(self, target: Target, now: float | None = None) -> View:
+    def view(self, target: Target, now: float | None = None, *, stream: bool = False) -> View:
         now = self._clock() if now is None else now
         key = self._keys[key_id(target)]
         status, ready_at = self._status(target, key, now)
-        return View(status, ready_at, key.inflight, key.ttft)
+        return View(status, ready_at, key.inflight, key.ttft if stream else key.answer_time)
 
-    def _status(self, target: Target, key: KeyHealth, now: float) -> tuple[Status, float]:
+    def _status(
+        self, target: Target, key: KeyHealth, now: float, *, per_model: bool = True
+    ) -> tuple[Status, float]:
         never = float("inf")
         if target.provider.name in self._drained:
             return Status.DRAINED, never
@@ -124,70 +191,70 @@ class Health:
             return Status.BROKEN, never
         if key.exhausted_until > now:
             return Status.EXHAUSTED, key.exhausted_until
-        if key.not_served.get(target.route.name, 0.0) > now:
+        if per_model and key.not_served.get(target.route.name, 0.0) > now:
             return Status.NOT_SERVED, key.not_served[target.route.name]
+        if key.cooling_until > now:  # a provider's Retry-After is honoured whatever the breaker says
+            return Status.COOLING, key.cooling_until
         if key.open_until > now:
             return Status.OPEN, key.open_until
         if key.opened:
             # Cooldown over: exactly one trial request at a time; while it runs, the key is
             # as good as open (routing may still fail open to it).
             return (Status.OPEN, key.open_until) if key.trial else (Status.HALF_OPEN, now)
-        if key.cooling_until > now:
-            return Status.COOLING, key.cooling_until
         return Status.CLOSED, now
 
-    # -- what attempts report -------------------------------------------------------------
+    # -- attempts -------------------------------------------------------------------------
 
-    def begin(self, target: Target) -> None:
-        """An attempt is about to go to `target`; a half-open key takes it as its one trial."""
+    def begin(self, target: Target, *, fail_open: bool = False) -> Lease | None:
+        """Hold `target` for one attempt; None if it may not be tried now after all (another
+        request took its trial meanwhile) unless routing is failing open to it."""
         key = self._keys[key_id(target)]
         now = self._clock()
+        status, _ = self._status(target, key, now)
+        trial = status is Status.HALF_OPEN
+        if not (trial or status is Status.CLOSED or fail_open):
+            return None
         key.inflight += 1
         key.last_used = now
-        if key.opened and key.open_until <= now:
-            key.trial = True
+        key.trial = key.trial or trial
+        return Lease(self, key, target, trial=trial)
 
-    def end(self, target: Target) -> None:
+    def observe(self, target: Target, seconds: float, *, stream: bool) -> None:
+        """A latency sample for the `latency` strategy: time to first token, or to the answer."""
         key = self._keys[key_id(target)]
-        key.inflight = max(0, key.inflight - 1)
-
-    def release(self, target: Target) -> None:
-        """An attempt stopped without telling anything about the key (the client left)."""
-        self._keys[key_id(target)].trial = False
-        self.end(target)
-
-    def succeeded(self, target: Target, *, ttft: float | None = None) -> None:
-        key = self._keys[key_id(target)]
-        key.failures = key.opened = key.rate_limits = 0
-        key.open_until = 0.0
-        key.trial = False
-        if ttft is not None:
-            key.ttft = ttft if key.ttft is None else EWMA_WEIGHT * ttft + (1 - EWMA_WEIGHT) * key.ttft
-
-    def record(self, target: Target, error: UpstreamError) -> None:
-        """An attempt at `target` failed: what that does to its key, by what the failure means."""
-        verdict = getattr(error, "verdict", None)
-        if verdict is None:  # no HTTP answer: connect error, reset, timeout, broken stream
-            self.failed(target)
+        if stream:
+            key.ttft = seconds if key.ttft is None else EWMA_WEIGHT * seconds + (1 - EWMA_WEIGHT) * key.ttft
         else:
-            _BY_VERDICT[Verdict(verdict)](self, target, error)
+            old = key.answer_time
+            key.answer_time = seconds if old is None else EWMA_WEIGHT * seconds + (1 - EWMA_WEIGHT) * old
+
+    # -- what outcomes do to a key ----------------------------------------------------------
+
+    def succeeded(self, target: Target) -> None:
+        self._close(self._keys[key_id(target)])
+
+    def _close(self, key: KeyHealth, *, rate_limited: bool = False) -> None:
+        key.failures = key.opened = 0
+        key.open_until = 0.0
+        if not rate_limited:
+            key.rate_limits = 0
 
     def failed(self, target: Target) -> None:
-        """A breaker failure: a connect error, reset, 5xx or timeout."""
+        """A breaker failure outside a trial: counts while closed; changes nothing once open."""
         key = self._keys[key_id(target)]
+        if key.opened:
+            return  # a straggler from before the breaker opened; the trial decides
         key.failures += 1
-        if key.trial or key.failures >= self._breaker.failures:
+        if key.failures >= self._breaker.failures:
             self._open(key)
 
     def _open(self, key: KeyHealth) -> None:
         key.opened += 1
-        key.trial = False
         cooldown = min(self._breaker.cooldown * key.opened, self._breaker.max_cooldown)
         key.open_until = self._clock() + cooldown * (0.9 + 0.2 * self._jitter())
 
     def rate_limited(self, target: Target, retry_after: float | None) -> None:
         key = self._keys[key_id(target)]
-        key.trial = False
         if retry_after is None:
             first, cap = RATE_LIMIT_BACKOFF
             retry_after = min(first * 2**key.rate_limits, cap) * (0.9 + 0.2 * self._jitter())
@@ -195,20 +262,14 @@ class Health:
         key.cooling_until = max(key.cooling_until, self._clock() + retry_after)
 
     def exhausted(self, target: Target) -> None:
-        key = self._keys[key_id(target)]
-        key.trial = False
-        key.exhausted_until = self._clock() + EXHAUSTED_COOLDOWN
+        self._keys[key_id(target)].exhausted_until = self._clock() + EXHAUSTED_COOLDOWN
 
     def rejected(self, target: Target) -> None:
         """Our key was refused (401/403): an ops problem, until reload or undrain."""
-        key = self._keys[key_id(target)]
-        key.trial = False
-        key.broken = True
+        self._keys[key_id(target)].broken = True
 
     def not_served(self, target: Target) -> None:
-        key = self._keys[key_id(target)]
-        key.trial = False
-        key.not_served[target.route.name] = self._clock() + NOT_SERVED_FOR
+        self._keys[key_id(target)].not_served[target.route.name] = self._clock() + NOT_SERVED_FOR
 
     # -- operators ------------------------------------------------------------------------
 
@@ -239,9 +300,7 @@ class Health:
             if name in rows:
                 continue
             key = self._keys[name]
-            status, ready_at = self._status(target, key, now)
-            if status is Status.NOT_SERVED:  # a per-model state; the key itself may be fine
-                status, ready_at = Status.CLOSED, now
+            status, ready_at = self._status(target, key, now, per_model=False)
             rows[name] = {
                 "provider": target.provider.name,
                 "key": target.key.name,
@@ -250,18 +309,7 @@ class Health:
                 "consecutive_failures": key.failures,
                 "inflight": key.inflight,
                 "ttft_ms": round(key.ttft * 1000, 3) if key.ttft is not None else None,
+                "answer_ms": round(key.answer_time * 1000, 3) if key.answer_time is not None else None,
                 "not_served": sorted(m for m, until in key.not_served.items() if until > now),
             }
         return list(rows.values())
-
-
-_BY_VERDICT: dict[Verdict, Callable[[Health, Target, UpstreamError], None]] = {
-    Verdict.CLIENT_FAULT: lambda health, target, error: None,  # the request's fault, not the key's
-    Verdict.RATE_LIMITED: lambda health, target, error: health.rate_limited(
-        target, getattr(error, "retry_after", None)
-    ),
-    Verdict.QUOTA_EXHAUSTED: lambda health, target, error: health.exhausted(target),
-    Verdict.KEY_REJECTED: lambda health, target, error: health.rejected(target),
-    Verdict.NOT_SERVED: lambda health, target, error: health.not_served(target),
-    Verdict.SERVER_ERROR: lambda health, target, error: health.failed(target),
-}

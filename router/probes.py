@@ -39,18 +39,20 @@ async def run(config: Config, proxy: Proxy, health: Health) -> None:
     tick = min(t.provider.probe.interval for t in targets if t.provider.probe) / 4
     while True:
         due = [t for t in targets if t.provider.probe and health.idle_for(t) >= t.provider.probe.interval]
-        await asyncio.gather(*(probe(config, proxy, t) for t in due))
+        await asyncio.gather(*(probe(config, proxy, health, t) for t in due))
         await asyncio.sleep(tick)
 
 
-async def probe(config: Config, proxy: Proxy, target: Target) -> bool:
+async def probe(config: Config, proxy: Proxy, health: Health, target: Target) -> bool:
     """One probe request; True if the key answered."""
     body = {"model": target.route.name, **PROBE_BODY}
     upstream_body = translate.to_upstream(body, target.route, stream_usage=target.provider.stream_usage)
     ctx = RequestContext(request_id="probe_" + new_request_id()[4:], started=time.perf_counter())
     deadline = asyncio.get_running_loop().time() + config.routing.timeouts.first_token
+    lease = health.begin(target, fail_open=True)  # a probe may try an open key: that is its job
+    assert lease is not None
     try:
-        await proxy.attempt(ctx, body, target, upstream_body, {}, deadline)
+        await proxy.attempt(ctx, body, lease, upstream_body, {}, deadline, measure=False)
     except UpstreamError:
         return False
     return True

@@ -22,7 +22,7 @@ from .classify import Verdict
 from .config import Config, Target
 from .context import RequestContext
 from .errors import ParamNotAllowed, UpstreamError, UpstreamTimeout
-from .health import Health, Status
+from .health import Health, Lease, Status, key_id
 from .types import JSON
 from .upstream import Upstream
 
@@ -61,6 +61,7 @@ class Proxy:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._total
         conversation = self._conversation(client_headers)
+        stream = bool(body.get("stream"))
         failures = failover.Failures(model=body["model"])
         translated: dict[Target, JSON] = {}
         tried: list[Target] = []
@@ -68,17 +69,12 @@ class Proxy:
         self._budget.request()
         while ctx.attempts < self._max_attempts:
             now = loop.time()
-            open_targets = [t for t in targets if t not in left_alone]
-            views = {t: self._health.view(t, now) for t in open_targets}
+            candidates = [t for t in targets if t not in left_alone]
+            views = {t: self._health.view(t, now, stream=stream) for t in candidates}
             plan = routing.plan(
-                open_targets,
-                views,
-                now=now,
-                strategy=self._strategy,
-                rng=self._rng,
-                conversation=conversation,
-                tried=tried,
-            )
+                candidates, views, now=now, strategy=self._strategy, rng=self._rng,
+                conversation=conversation, tried=tried,
+            )  # fmt: skip
             choice = self._first_translatable(plan, body, translated, failures, left_alone)
             if choice is None:
                 break
@@ -94,8 +90,11 @@ class Proxy:
                 await asyncio.sleep(wait)
                 ctx.upstream_wait += wait
             target = choice.target
+            lease = self._health.begin(target, fail_open=choice.fail_open)
+            if lease is None:
+                continue  # its one half-open trial went to another request while we waited: plan again
             try:
-                response = await self.attempt(ctx, body, target, translated[target], client_headers, deadline)
+                return await self.attempt(ctx, body, lease, translated[target], client_headers, deadline)
             except UpstreamError as error:
                 failures.add(error)
                 if not error.retryable:
@@ -103,50 +102,63 @@ class Proxy:
                 tried.append(target)
                 if isinstance(error, UpstreamTimeout) or getattr(error, "verdict", None) in _LEAVE_ALONE:
                     left_alone.add(target)
-                continue
-            return response
-        now = loop.time()
-        failures.deadline_passed = now >= deadline
-        if failures.waiting is None:  # when the soonest rate-limited target is ready, for Retry-After
-            cooling = [
-                v.ready_at - now for t in targets if (v := self._health.view(t, now)).status is Status.COOLING
-            ]
-            failures.waiting = min(cooling, default=None)
-        raise failures.final()
+        raise self._give_up(failures, targets, loop.time(), deadline)
 
     async def attempt(
         self,
         ctx: RequestContext,
         body: JSON,
-        target: Target,
+        lease: Lease,
         upstream_body: JSON,
         client_headers: Mapping[bytes, bytes],
         deadline: float,
+        *,
+        measure: bool = True,
     ) -> Response:
-        """One attempt, with its effect on the target's health."""
-        health = self._health
-        health.begin(target)
+        """One attempt under `lease`, and what it says about the target's key.
 
-        def stream_ended(outcome: str) -> None:
-            health.end(target)
-            if outcome == "error":  # cut, stalled or broken after the commit point
-                health.failed(target)
+        A whole answer settles the lease at once. A stream only reports its time to first
+        token at the commit point; whether it ends whole or broken settles the lease when it
+        ends. `measure=False` (probes) keeps latency samples to real traffic.
+        """
+
+        def stream_ended(outcome: str, error: UpstreamError | None) -> None:
+            if outcome == "completed":
+                lease.succeeded()
+            elif error is not None:  # cut, stalled, broken or refused after the commit point
+                lease.record(error)
+            lease.end()  # a client that left says nothing about the key
 
         try:
             response = await self._sender.send(
-                ctx, body, target, upstream_body, client_headers, deadline, on_stream_end=stream_ended
+                ctx, body, lease.target, upstream_body, client_headers, deadline, on_stream_end=stream_ended
             )
         except UpstreamError as error:
-            health.record(target, error)
-            health.end(target)
+            lease.record(error)
+            lease.end()
             raise
         except BaseException:  # the client left, or shutdown: says nothing about the target
-            health.release(target)
+            lease.end()
             raise
-        health.succeeded(target, ttft=ctx.first_token)
-        if not isinstance(response, StreamResponse):
-            health.end(target)
+        latency = ctx.first_token if measure else None
+        if isinstance(response, StreamResponse):
+            if latency is not None:
+                self._health.observe(lease.target, latency, stream=True)
+        else:
+            lease.succeeded(latency=latency)
+            lease.end()
         return response
+
+    def _give_up(
+        self, failures: failover.Failures, targets: tuple[Target, ...], now: float, deadline: float
+    ) -> Exception:
+        failures.deadline_passed = now >= deadline
+        views = {t: self._health.view(t, now) for t in targets}
+        failures.states = {key_id(t): v.status for t, v in views.items()}
+        if failures.waiting is None:  # when the soonest rate-limited target is ready, for Retry-After
+            cooling = [v.ready_at - now for v in views.values() if v.status is Status.COOLING]
+            failures.waiting = min(cooling, default=None)
+        return failures.final()
 
     def _first_translatable(
         self,

@@ -12,12 +12,13 @@ an error when it did not — never a truncated answer that looks complete.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
-from . import sse
-from .errors import UpstreamConnectionLost, UpstreamError, UpstreamProtocolError, UpstreamStreamError
+from . import classify, sse
+from .errors import UpstreamConnectionLost, UpstreamError, UpstreamProtocolError
 from .types import Usage
 
 
@@ -116,7 +117,11 @@ class StreamRelay:
             out.append(sse.DONE_EVENT)
             return
         if sse.is_error(event, data):
-            raise UpstreamStreamError(_error_message(self.provider, data), provider=self.provider)
+            # Read like an HTTP error answer: a content-filter event is the client's fault.
+            answer = classify.read_answer(200, data)
+            if not answer.message:
+                answer = replace(answer, message="error in the stream")
+            raise classify.to_error(self.provider, answer)
         if not self.committed:
             self._before_commit(event, data, out)
             return
@@ -191,15 +196,3 @@ def _carries_answer(chunk: dict[str, Any]) -> bool:
         if isinstance(delta, dict) and any(v for k, v in delta.items() if k != "role"):
             return True
     return False
-
-
-def _error_message(provider: str, data: bytes) -> str:
-    try:
-        payload = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        payload = None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    message = error.get("message") if isinstance(error, dict) else error
-    return (
-        f"{provider}: {message}" if isinstance(message, str) and message else f"{provider}: error in stream"
-    )

@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import sse
 from .disconnect import DisconnectWatch
-from .errors import RouterError, UpstreamError, UpstreamTimeout
+from .errors import DeadlineExceeded, RouterError, UpstreamError, UpstreamTimeout
 from .relay import StreamRelay
 from .types import RawHeaders
 from .upstream import UpstreamResponse
@@ -58,7 +58,7 @@ class StreamResponse:
         headers: RawHeaders,
         deadline: float,
         idle: float,
-        on_end: Callable[[str], None] | None = None,
+        on_end: Callable[[str, UpstreamError | None], None] | None = None,
     ):
         self._upstream = upstream
         self._chunks = chunks
@@ -71,6 +71,8 @@ class StreamResponse:
         self.watch: DisconnectWatch | None = None
         """Handed over by the handler, which started watching before the commit point."""
         self.outcome = "pending"
+        self.failure: UpstreamError | None = None
+        """What ended the stream early, when outcome is "error"."""
         """How it ended: completed, error, or client_disconnected."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -89,7 +91,7 @@ class StreamResponse:
             watch.stop()
             await asyncio.shield(self._close_upstream())
             if self._on_end is not None:
-                self._on_end(self.outcome)
+                self._on_end(self.outcome, self.failure)
 
     async def _pump(self, send: Send) -> bytes:
         """Relay until the stream ends; returns the last bytes to send."""
@@ -122,12 +124,13 @@ class StreamResponse:
             # After the commit point nothing can be retried: end with an error event and
             # no [DONE], so no client mistakes a cut answer for a whole one.
             self.outcome = "error"
+            self.failure = error
             return error_event(error)
 
     def _timeout(self, now: float) -> UpstreamTimeout:
         provider = self._relay.provider
         if now >= self._deadline:
-            return UpstreamTimeout(f"{provider}: the request deadline passed mid-answer", provider=provider)
+            return DeadlineExceeded(f"{provider}: the request deadline passed mid-answer", provider=provider)
         return UpstreamTimeout(f"{provider}: the stream stalled for {self._idle:g}s", provider=provider)
 
     async def _close_upstream(self) -> None:

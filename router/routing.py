@@ -32,6 +32,8 @@ class Candidate:
     target: Target
     not_before: float
     """Loop time before which the target should not be sent to (its cooldown's end)."""
+    fail_open: bool = False
+    """Offered although unusable, because nothing usable was left."""
 
 
 class Strategy(Protocol):
@@ -64,7 +66,7 @@ class Latency:
     def order(self, tier: Sequence[Target], views: Mapping[Target, View], rng: random.Random) -> list[Target]:
         if rng.random() < LATENCY_EXPLORATION:
             return Weighted().order(tier, views, rng)
-        return sorted(tier, key=lambda t: (views[t].ttft or 0.0, -_weighted_key(t, rng)))
+        return sorted(tier, key=lambda t: (views[t].latency or 0.0, -_weighted_key(t, rng)))
 
 
 class LeastBusy:
@@ -112,7 +114,10 @@ def _fail_open(targets: Sequence[Target], views: Mapping[Target, View], now: flo
     one more attempt than refusing the request. A provider's own Retry-After is honoured:
     that target is offered from the time it names. Drained, refused, exhausted: never."""
     waiting = sorted((t for t in targets if views[t].status in _WAITABLE), key=lambda t: views[t].ready_at)
-    return [Candidate(t, now if views[t].status is Status.OPEN else views[t].ready_at) for t in waiting]
+    return [
+        Candidate(t, now if views[t].status is Status.OPEN else views[t].ready_at, fail_open=True)
+        for t in waiting
+    ]
 
 
 def rendezvous(conversation: str, targets: Sequence[Target]) -> Target:

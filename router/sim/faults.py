@@ -14,7 +14,8 @@
     stall=N            stream: stop sending after N content chunks (0: right after the role
                        chunk), keep the connection
     malformed=N        stream: content chunk N (from 1) is broken JSON
-    stream_error=N     stream: after N content chunks, an error event, then the end
+    stream_error=N     stream: after N content chunks (0: before any), an error event, then
+                       the end (options: code=CODE, message=TEXT)
     no_done            stream: finish without `data: [DONE]` (no_done=hold: and keep
                        the connection open)
 

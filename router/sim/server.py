@@ -336,6 +336,12 @@ class _Exchange:
             settlement = "stl_" + os.urandom(12).hex()
         return [("x-request-id", request_id), ("x-settlement-key", settlement)]
 
+    def _stream_error(self, fault: Fault | None) -> None:
+        code = fault.code if fault and fault.code else "api_error"
+        message = fault.message if fault and fault.message else "upstream model failed mid-answer"
+        self.conn.send_events([b"data: " + answers.error_body(500, code, message) + b"\n\n"])
+        self.conn.end_stream(self.request.keep_alive)
+
     async def _stream(self, plan: answers.StreamPlan, headers: list[tuple[str, str]]) -> None:
         fault, conn, gap = self.fault, self.conn, self.sim.chunk_gap
         kind = fault.kind if fault is not None else None
@@ -347,6 +353,9 @@ class _Exchange:
             return
         if n == 0 and kind == "cut":
             conn.close()
+            return
+        if n == 0 and kind == "stream_error":
+            self._stream_error(fault)
             return
         if kind == "slow_first_token":
             await asyncio.sleep(fault.seconds)  # type: ignore[union-attr]
@@ -363,9 +372,7 @@ class _Exchange:
                 await conn.closed()
                 return
             if i == n and kind == "stream_error":
-                error = answers.error_body(500, "api_error", "upstream model failed mid-answer")
-                conn.send_events([b"data: " + error + b"\n\n"])
-                conn.end_stream(self.request.keep_alive)
+                self._stream_error(fault)
                 return
         if gap:
             await asyncio.sleep(gap)

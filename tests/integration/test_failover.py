@@ -14,6 +14,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -296,7 +297,7 @@ def test_a_primary_down_for_a_while_then_recovering(sim: Sim, router: Router, sc
             break
         time.sleep(0.02)
     back_after = time.monotonic() - recovered
-    assert back_after <= 2.0 * 1.1 + 0.2  # within one (capped, jittered) cooldown
+    assert back_after <= 2.0 * 1.1 + 1.0  # within one (capped, jittered) cooldown, and a request
     assert all(chat(r)[0].headers["x-router-provider"] == "a" for _ in range(5))
     scenario(
         outage_requests=len(during),
@@ -377,3 +378,80 @@ def test_conversations_stick_and_a_drain_moves_only_its_own(sim: Sim, router: Ro
     assert all(after[c] == "b" for c in conversations)
     assert all(after[c] == first[c] for c in conversations if first[c] == "b")  # b's conversations stayed
     scenario(conversations=len(conversations), on_a=sum(v == "a" for v in first.values()))
+
+
+# -- what the breaker learns from concurrent and streamed traffic ---------------------------------
+
+
+def test_a_burst_of_failures_in_flight_opens_the_breaker_once(
+    sim: Sim, router: Router, scenario: Any
+) -> None:
+    r, a, _b = pair(
+        sim,
+        router,
+        a={"faults": "status=500", "latency": 0.3},
+        a_opts={"priority": "1"},
+        b_opts={"priority": "2"},
+        routing="{strategy: ordered, breaker: {failures: 3, cooldown: 1s, max_cooldown: 8s}}",
+    )
+    with ThreadPoolExecutor(12) as pool:  # twelve requests in flight when a fails them all
+        assert list(pool.map(lambda _: chat(r)[0].status_code, range(12))) == [200] * 12
+    a.set_faults("")
+    a.latency = 0
+    recovered = time.monotonic()
+    while chat(r)[0].headers["x-router-provider"] != "a":
+        time.sleep(0.02)
+    back_after = time.monotonic() - recovered
+    assert back_after < 1.1 + 1.0  # one 1 s cooldown, not the 8 s cap that twelve openings would give
+    scenario(in_flight_failures=12, back_on_primary_after=round(back_after, 3))
+
+
+def test_a_half_open_key_gets_exactly_one_trial_under_concurrency(
+    sim: Sim, router: Router, scenario: Any
+) -> None:
+    r, a, _b = pair(
+        sim,
+        router,
+        a={"faults": "status=500,times=3"},
+        a_opts={"priority": "1"},
+        b_opts={"priority": "2"},
+        routing="{strategy: ordered, breaker: {failures: 3, cooldown: 300ms, max_cooldown: 300ms}}",
+    )
+    for _ in range(3):
+        chat(r)  # three failures on a: its breaker opens
+    assert a.chat_requests == 3
+    time.sleep(0.4)  # the cooldown ends: half-open
+    a.set_faults("slow_first_token=1s")  # the trial takes a second
+    with ThreadPoolExecutor(10) as pool:
+        served = list(pool.map(lambda _: chat(r)[0].headers["x-router-provider"], range(10)))
+    assert served.count("a") == 1 and a.chat_requests == 4  # one trial; the rest went to b
+    scenario(concurrent=10, trials_on_a=served.count("a"))
+
+
+def test_streams_that_break_after_the_commit_point_open_the_breaker(
+    sim: Sim, router: Router, scenario: Any
+) -> None:
+    r, a, b = pair(sim, router, a={"faults": "cut=2", "chunk_gap": 0.02})
+    cut = [events(chat(r, stream=True)[0].text)[-1] for _ in range(3)]
+    assert all(c != "[DONE]" and c["error"]["code"] == "upstream_error" for c in cut)
+    response, _ = chat(r, stream=True)
+    assert response.headers["x-router-provider"] == "b"  # three broken streams opened a's breaker
+    assert (a.chat_requests, b.chat_requests) == (3, 1)
+    scenario(broken_streams=3, attempts={"a": 3, "b": 1})
+
+
+def test_an_error_event_before_the_first_token_is_read_by_the_table(
+    sim: Sim, router: Router, scenario: Any
+) -> None:
+    fault = "stream_error=0,code=content_filter,message=Output blocked by content policy"
+    r, a, b = pair(sim, router, a={"faults": fault})
+    response, seconds = chat(r, stream=True)
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": "Output blocked by content policy",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "content_filter",
+    }
+    assert (a.chat_requests, b.chat_requests) == (1, 0)  # the client's problem: one attempt
+    scenario(attempts={"a": 1, "b": 0}, seconds=round(seconds, 3))

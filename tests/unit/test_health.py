@@ -8,8 +8,8 @@ import pytest
 
 from router.classify import read_answer, to_error
 from router.config import Breaker, Target, parse
-from router.errors import UpstreamConnectError, UpstreamTimeout
-from router.health import EXHAUSTED_COOLDOWN, Health, Status
+from router.errors import DeadlineExceeded, UpstreamConnectError, UpstreamTimeout
+from router.health import EXHAUSTED_COOLDOWN, Health, Lease, Status
 
 
 class Clock:
@@ -43,69 +43,120 @@ def status(health: Health, target: Target) -> Status:
     return health.view(target).status
 
 
+def lease(health: Health, target: Target, **kw: bool) -> Lease:
+    held = health.begin(target, **kw)
+    assert held is not None
+    return held
+
+
+def fail(health: Health, target: Target) -> None:
+    held = lease(health, target, fail_open=True)
+    held.failed()
+    held.end()
+
+
+def open_breaker(health: Health, target: Target) -> None:
+    for _ in range(3):
+        fail(health, target)
+    assert status(health, target) is Status.OPEN
+
+
 def test_opens_after_consecutive_failures_only() -> None:
     health, _, (a, *_) = setup()
-    health.failed(a)
-    health.failed(a)
+    fail(health, a)
+    fail(health, a)
     health.succeeded(a)  # a success resets the count
-    health.failed(a)
-    health.failed(a)
+    fail(health, a)
+    fail(health, a)
     assert status(health, a) is Status.CLOSED
-    health.failed(a)
+    fail(health, a)
     assert status(health, a) is Status.OPEN
 
 
 def test_cooldown_then_exactly_one_trial_then_closed() -> None:
     health, clock, (a, *_) = setup()
-    for _ in range(3):
-        health.failed(a)
+    open_breaker(health, a)
     assert health.view(a).ready_at == pytest.approx(clock.now + 30)
     clock.now += 30
     assert status(health, a) is Status.HALF_OPEN
-    health.begin(a)
+    trial = lease(health, a)
+    assert trial.trial
     assert status(health, a) is Status.OPEN  # one trial at a time: others see it open
-    health.succeeded(a)
-    health.end(a)
+    assert health.begin(a) is None  # a request that planned on the half-open key meanwhile must replan
+    trial.succeeded()
+    trial.end()
     assert status(health, a) is Status.CLOSED
 
 
 def test_a_failed_trial_reopens_with_a_longer_capped_cooldown() -> None:
     health, clock, (a, *_) = setup()
-    for _ in range(3):
-        health.failed(a)
+    open_breaker(health, a)
     cooldowns = []
     for _ in range(12):
         clock.now = health.view(a).ready_at
-        health.begin(a)
-        health.failed(a)
-        health.end(a)
+        trial = lease(health, a)
+        trial.failed()
+        trial.end()
         cooldowns.append(health.view(a).ready_at - clock.now)
     assert cooldowns[:3] == [60, 90, 120]  # 30 s x n
     assert max(cooldowns) == 300  # capped at max_cooldown
+
+
+def test_failures_of_requests_already_in_flight_do_not_push_the_cooldown() -> None:
+    health, clock, (a, *_) = setup()
+    in_flight = [lease(health, a) for _ in range(20)]  # then the provider dies
+    for held in in_flight:
+        held.failed()
+        held.end()
+    assert health.view(a).ready_at - clock.now == 30  # one opening, not twenty
+    clock.now += 30
+    assert status(health, a) is Status.HALF_OPEN
 
 
 def test_jitter_keeps_cooldowns_within_ten_percent() -> None:
     seen = []
     for jitter in (0.0, 1.0):
         clock = Clock()
+        target = CONFIG.targets["m"][0]
         health = Health(
             CONFIG.targets["m"],
             Breaker(failures=1, cooldown=30, max_cooldown=300),
             clock=clock,
             jitter=lambda j=jitter: j,
         )
-        health.failed(CONFIG.targets["m"][0])
-        seen.append(health.view(CONFIG.targets["m"][0]).ready_at - clock.now)
+        fail(health, target)
+        seen.append(health.view(target).ready_at - clock.now)
     assert seen == [pytest.approx(27), pytest.approx(33)]
 
 
-def test_a_release_frees_the_trial() -> None:
-    health, clock, (a, *_) = setup(failures=1)
-    health.failed(a)
+def test_a_trial_whose_client_left_is_freed_for_another() -> None:
+    health, clock, (a, *_) = setup()
+    open_breaker(health, a)
     clock.now += 30
-    health.begin(a)
-    health.release(a)  # the client left mid-trial
+    trial = lease(health, a)
+    straggler = lease(health, a, fail_open=True)
+    straggler.end()  # another attempt ending frees nothing it does not hold
+    assert status(health, a) is Status.OPEN
+    trial.end()  # the trial's client left: nothing learned, the trial is free again
     assert status(health, a) is Status.HALF_OPEN
+
+
+def test_a_trial_answered_with_the_clients_own_error_closes_the_breaker() -> None:
+    health, clock, (a, *_) = setup()
+    open_breaker(health, a)
+    clock.now += 30
+    trial = lease(health, a)
+    trial.record(to_error("a", read_answer(400, b'{"error":{"code":"context_length_exceeded"}}')))
+    trial.end()
+    assert status(health, a) is Status.CLOSED  # the key answered properly
+
+
+def test_the_request_deadline_says_nothing_about_the_key() -> None:
+    health, _, (a, *_) = setup(failures=1)
+    held = lease(health, a)
+    held.record(DeadlineExceeded("a: the request deadline passed mid-answer", provider="a"))
+    held.end()
+    assert status(health, a) is Status.CLOSED
 
 
 def test_rate_limits_cool_for_retry_after_or_a_growing_backoff() -> None:
@@ -116,24 +167,41 @@ def test_rate_limits_cool_for_retry_after_or_a_growing_backoff() -> None:
     assert status(health, a) is Status.CLOSED
     waits = []
     for _ in range(4):
-        health.rate_limited(a, None)
+        held = lease(health, a)
+        held.record(to_error("a", read_answer(429, b"{}")))
+        held.end()
         waits.append(health.view(a).ready_at - clock.now)
         clock.now += waits[-1]
     assert waits == [1, 2, 4, 8]
 
 
+def test_retry_after_is_honoured_on_a_key_whose_breaker_is_half_open() -> None:
+    health, clock, (a, *_) = setup()
+    open_breaker(health, a)
+    clock.now += 30
+    trial = lease(health, a)
+    trial.record(to_error("a", read_answer(429, b"{}"), retry_after=30.0))
+    trial.end()
+    assert status(health, a) is Status.COOLING and health.view(a).ready_at == clock.now + 30
+
+
 def test_verdicts_from_provider_answers() -> None:
     health, clock, (a, b, c, _a_n, b_n) = setup()
-    health.record(a, to_error("a", read_answer(402, b'{"error":{"message":"no money"}}')))
+
+    def record(target: Target, status_code: int, body: bytes) -> None:
+        held = lease(health, target, fail_open=True)
+        held.record(to_error(target.provider.name, read_answer(status_code, body)))
+        held.end()
+
+    record(a, 402, b'{"error":{"message":"no money"}}')
     assert status(health, a) is Status.EXHAUSTED
     assert health.view(a).ready_at == clock.now + EXHAUSTED_COOLDOWN
-    health.record(b, to_error("a", read_answer(401, b'{"error":{"message":"bad key"}}')))
+    record(b, 401, b'{"error":{"message":"bad key"}}')
     assert status(health, b) is Status.BROKEN and status(health, b_n) is Status.BROKEN  # the key, every model
-    health.record(c, to_error("b", read_answer(503, b'{"error":{"message":"x","code":"model_not_found"}}')))
+    record(c, 503, b'{"error":{"message":"x","code":"model_not_found"}}')
     assert status(health, c) is Status.NOT_SERVED
-    health.record(c, to_error("b", read_answer(400, b'{"error":{"message":"too long"}}')))
     for _ in range(5):
-        health.record(c, to_error("b", read_answer(400, b'{"error":{"message":"too long"}}')))
+        record(CONFIG.targets["m"][2], 400, b'{"error":{"message":"too long"}}')
     assert health.report([c])[0]["consecutive_failures"] == 0  # the client's faults never count
 
 
@@ -142,12 +210,15 @@ def test_not_served_is_per_model_and_never_cools_the_key() -> None:
     health.not_served(a)
     assert status(health, a) is Status.NOT_SERVED
     assert status(health, a_n) is Status.CLOSED
+    assert health.report([a])[0]["status"] == "closed"  # the key itself is fine
 
 
 def test_transport_failures_count() -> None:
     health, _, (a, *_) = setup(failures=2)
-    health.record(a, UpstreamTimeout("a: slow", provider="a"))
-    health.record(a, UpstreamConnectError("a: down", provider="a"))
+    for error in (UpstreamTimeout("a: slow", provider="a"), UpstreamConnectError("a: down", provider="a")):
+        held = lease(health, a)
+        held.record(error)
+        held.end()
     assert status(health, a) is Status.OPEN
 
 
@@ -160,15 +231,16 @@ def test_drain_and_undrain_forgive_broken_keys() -> None:
     assert status(health, a) is Status.CLOSED and status(health, b) is Status.CLOSED
 
 
-def test_ttft_is_an_ewma_and_inflight_counts() -> None:
+def test_latency_is_an_ewma_kept_apart_for_streams_and_whole_answers() -> None:
     health, _, (a, *_) = setup()
-    health.begin(a)
-    health.begin(a)
+    first, second = lease(health, a), lease(health, a)
     assert health.view(a).inflight == 2
-    health.succeeded(a, ttft=1.0)
-    health.succeeded(a, ttft=2.0)
-    assert health.view(a).ttft == pytest.approx(1.3)
-    health.end(a)
-    health.end(a)
-    health.end(a)
+    first.succeeded(latency=1.0)
+    second.succeeded(latency=2.0)
+    health.observe(a, 0.1, stream=True)
+    assert health.view(a).latency == pytest.approx(1.3)
+    assert health.view(a, stream=True).latency == pytest.approx(0.1)
+    first.end()
+    first.end()  # ending twice counts once
+    second.end()
     assert health.view(a).inflight == 0

@@ -37,7 +37,7 @@ LAYERS = [
         "failover",
     },
     {"health", "responses"},
-    {"routing", "attempt"},
+    {"routing", "attempt", "failover"},
     {"proxy"},
     {"runtime", "probes"},
     {"handlers"},

@@ -5,7 +5,7 @@ from typing import Any
 import orjson
 import pytest
 
-from router.errors import UpstreamConnectionLost, UpstreamProtocolError, UpstreamStreamError
+from router.errors import UpstreamConnectionLost, UpstreamProtocolError, UpstreamStatusError
 from router.relay import StreamRelay
 from router.types import Usage
 
@@ -96,8 +96,18 @@ def test_an_error_event_fails_the_stream_after_what_came_before_it() -> None:
         ROLE + HELLO + WORLD + b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
     )
     assert out == ROLE + HELLO + WORLD  # the client gets these, then the error
-    assert isinstance(r.failure, UpstreamStreamError)
+    assert isinstance(r.failure, UpstreamStatusError) and r.failure.retryable
     assert r.failure.message == "p: overloaded"
+
+
+def test_an_error_event_is_read_like_an_http_error_answer() -> None:
+    r = relay()
+    r.feed(ROLE + b'data: {"error": {"message": "blocked: policy", "code": "content_filter"}}\n\n')
+    assert isinstance(r.failure, UpstreamStatusError)
+    assert (r.failure.http_status, r.failure.retryable, r.failure.message) == (400, False, "blocked: policy")
+    bare = relay()
+    bare.feed(ROLE + HELLO + b"event: error\ndata: \n\n")
+    assert bare.failure is not None and bare.failure.message == "p: error in the stream"
 
 
 def test_malformed_chunks() -> None:

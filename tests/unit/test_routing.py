@@ -119,7 +119,7 @@ def test_tried_targets_go_last() -> None:
 
 
 def test_latency_prefers_the_fastest_but_explores_and_measures_new_targets() -> None:
-    fast, slow = View(Status.CLOSED, NOW, ttft=0.1), View(Status.CLOSED, NOW, ttft=0.9)
+    fast, slow = View(Status.CLOSED, NOW, latency=0.1), View(Status.CLOSED, NOW, latency=0.9)
     picks = Counter(first("latency", seed=s, v=views(a=slow, b=fast)) for s in range(2000))
     assert 0.8 < picks[B] / 2000 < 0.97  # mostly the fast one; now and then the other
     assert first("latency", v=views(a=slow, b=View(Status.CLOSED, NOW))) is B  # unmeasured: try it
@@ -145,6 +145,25 @@ def test_a_conversation_sticks_to_one_target_and_a_loss_moves_only_its_own() -> 
     moved = [c for c in conversations if after[c] is not before[c]]
     assert moved and all(before[c] is A for c in moved)  # only a's conversations moved
     assert rendezvous("x", [A, B]) is rendezvous("x", [B, A])
+
+
+def test_losing_one_of_three_moves_only_its_conversations_and_keeps_the_others() -> None:
+    three = parse(
+        textwrap.dedent("""
+        providers:
+          p: {base_url: "http://p", keys: [k], models: {m: {}}}
+          q: {base_url: "http://q", keys: [k], models: {m: {}}}
+          r: {base_url: "http://r", keys: [k], models: {m: {}}}
+    """),
+        env={},
+    ).targets["m"]
+    conversations = [f"c{i}" for i in range(600)]
+    before = {c: rendezvous(c, three) for c in conversations}
+    assert {t.provider.name for t in before.values()} == {"p", "q", "r"}
+    after = {c: rendezvous(c, [t for t in three if t.provider.name != "q"]) for c in conversations}
+    assert all(after[c] is before[c] for c in conversations if before[c].provider.name != "q")
+    moved = {after[c].provider.name for c in conversations if before[c].provider.name == "q"}
+    assert moved == {"p", "r"}  # q's conversations spread over both survivors
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
