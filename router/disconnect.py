@@ -3,7 +3,8 @@
 uvicorn's send() returns silently once the client is gone; only receive() tells, with
 `http.disconnect`. The watch waits on receive() in a task of its own and cancels the
 request's task when the client leaves: while router waits for a first token, for a
-non-streaming answer, or while it relays a stream.
+non-streaming answer, or while it relays a stream. The task starts only once the request
+has taken WATCH_AFTER, so a client that leaves is noticed at most that much later.
 """
 
 from __future__ import annotations
@@ -18,14 +19,25 @@ from starlette.types import Receive
 T = TypeVar("T")
 
 
-class DisconnectWatch:
-    __slots__ = ("_owner", "_stopped", "_task", "gone")
+WATCH_AFTER = 0.05
+"""Seconds before the watch starts its task: most answers come sooner, and a task per request
+cost ~10 % of throughput at concurrency 64 (measured); a timer costs next to nothing."""
 
-    def __init__(self, receive: Receive):
+
+class DisconnectWatch:
+    __slots__ = ("_owner", "_receive", "_stopped", "_task", "_timer", "gone")
+
+    def __init__(self, receive: Receive, *, after: float = WATCH_AFTER):
         self.gone = False
         self._stopped = False
         self._owner = asyncio.current_task()
-        self._task = asyncio.get_running_loop().create_task(self._watch(receive))
+        self._receive = receive
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(after, self._start)
+
+    def _start(self) -> None:
+        if not self._stopped:
+            self._task = asyncio.get_running_loop().create_task(self._watch(self._receive))
 
     async def _watch(self, receive: Receive) -> None:
         while True:
@@ -62,4 +74,6 @@ class DisconnectWatch:
         """Stop watching; from here on a disconnect cancels nothing."""
         if not self._stopped:
             self._stopped = True
-            self._task.cancel()
+            self._timer.cancel()
+            if self._task is not None:
+                self._task.cancel()
