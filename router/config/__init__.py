@@ -1,6 +1,6 @@
 """The configuration: providers.yaml + environment -> frozen, validated objects."""
 
-from .load import DIALECTS, ConfigError, default_path, load, parse
+from .load import ConfigError, default_path, load, parse
 from .model import (
     Admin,
     Allowance,
@@ -20,6 +20,7 @@ from .model import (
     Target,
     Timeouts,
 )
+from .providers import DIALECTS
 
 __all__ = [
     "DIALECTS",

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Collection
 from typing import Any, TypeVar
 
 from .expand import parse_duration
+from .model import PERIODS, Allowance, Limits
 
 N = TypeVar("N", int, float)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class Problems:
@@ -150,6 +153,35 @@ class Problems:
             else:
                 self.add(f"{path}[{i}]", f"expected a non-empty string, got {_show(item)}")
         return out
+
+    # -- shapes shared by sections ---------------------------------------------------------
+
+    def name(self, value: str, path: str, what: str) -> None:
+        """Names end up in labels, records and logs: keep them plain."""
+        if not _NAME.match(value):
+            self.add(path, f"{what} {value!r} must be 1-64 letters, digits, '.', '_' or '-'")
+
+    def limits(self, raw: Any, path: str) -> Limits:
+        m = self.mapping(raw, path, ("rpm", "tpm", "concurrency"))
+        return Limits(
+            **{
+                k: self.integer(m.get(k), f"{path}.{k}", 0, lo=1) or None
+                for k in ("rpm", "tpm", "concurrency")
+            }
+        )
+
+    def allowance(self, raw: Any, path: str) -> Allowance | None:
+        """A budget or quota: tokens or cost per period."""
+        if raw is None:
+            return None
+        m = self.mapping(raw, path, ("tokens", "cost", "per"))
+        tokens = self.integer(m.get("tokens"), f"{path}.tokens", 0, lo=1) or None
+        cost = self.number(m.get("cost"), f"{path}.cost", 0.0, lo=0.0) or None
+        if (tokens is None) == (cost is None) and m:
+            self.add(path, "give exactly one of tokens or cost")
+        return Allowance(
+            per=self.choice(m.get("per"), f"{path}.per", "month", PERIODS), tokens=tokens, cost=cost
+        )
 
     def _bounded(self, value: N, path: str, default: N, lo: float | None, hi: float | None) -> N:
         if lo is not None and value < lo:

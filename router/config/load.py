@@ -20,39 +20,19 @@ import yaml
 from .expand import expand
 from .fields import Problems
 from .model import (
-    PERIODS,
     STRATEGIES,
     Admin,
-    Allowance,
     Breaker,
     Client,
     Config,
-    Limits,
-    ModelRoute,
-    ParamRules,
-    Price,
-    Probe,
-    Provider,
-    ProviderKey,
     Routing,
     Server,
     State,
     Timeouts,
 )
+from .providers import read_providers
 
-DIALECTS = ("trinity", "chenyu", "real200")
-DEMO_PLACEHOLDER_URL = "http://demo.invalid"
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
-# Never forwarded whatever the config says: the client's credentials and hop-by-hop headers.
-_UNFORWARDABLE = frozenset({
-    "authorization", "cookie", "set-cookie", "host", "content-length", "connection", "keep-alive",
-    "proxy-authorization", "proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade",
-})  # fmt: skip
 _STATE_SCHEMES = ("memory", "redis", "rediss")
 
 
@@ -103,7 +83,7 @@ def _read_config(tree: Any, p: Problems, *, demo: bool) -> Config:
     top = p.mapping(
         tree, "", ("server", "state", "admin", "clients", "routing", "providers"), required=("providers",)
     )
-    providers = _providers(top.get("providers"), p, demo=demo)
+    providers = read_providers(top.get("providers"), p, demo=demo)
     clients = _clients(top.get("clients"), p, demo=demo)
     return Config.build(
         server=_server(top.get("server"), p),
@@ -195,29 +175,6 @@ def _routing(raw: Any, p: Problems) -> Routing:
     )
 
 
-def _limits(raw: Any, path: str, p: Problems) -> Limits:
-    m = p.mapping(raw, path, ("rpm", "tpm", "concurrency"))
-    return Limits(
-        **{k: p.integer(m.get(k), f"{path}.{k}", 0, lo=1) or None for k in ("rpm", "tpm", "concurrency")}
-    )
-
-
-def _allowance(raw: Any, path: str, p: Problems) -> Allowance | None:
-    if raw is None:
-        return None
-    m = p.mapping(raw, path, ("tokens", "cost", "per"))
-    tokens = p.integer(m.get("tokens"), f"{path}.tokens", 0, lo=1) or None
-    cost = p.number(m.get("cost"), f"{path}.cost", 0.0, lo=0.0) or None
-    if (tokens is None) == (cost is None) and m:
-        p.add(path, "give exactly one of tokens or cost")
-    return Allowance(per=p.choice(m.get("per"), f"{path}.per", "month", PERIODS), tokens=tokens, cost=cost)
-
-
-def _name(raw: str, path: str, p: Problems, what: str) -> None:
-    if not _NAME.match(raw):
-        p.add(path, f"{what} {raw!r} must be 1-64 letters, digits, '.', '_' or '-'")
-
-
 def _clients(raw: Any, p: Problems, *, demo: bool) -> tuple[Client, ...]:
     clients: list[Client] = []
     names: set[str] = set()
@@ -232,7 +189,7 @@ def _clients(raw: Any, p: Problems, *, demo: bool) -> tuple[Client, ...]:
         )
         name = p.string(m.get("name"), f"{path}.name")
         if name:
-            _name(name, f"{path}.name", p, "client name")
+            p.name(name, f"{path}.name", "client name")
             if name in names:
                 p.add(f"{path}.name", f"duplicate client name {name!r}")
             names.add(name)
@@ -259,168 +216,14 @@ def _clients(raw: Any, p: Problems, *, demo: bool) -> tuple[Client, ...]:
             name=name,
             key_sha256=digest,
             models=models,
-            limits=_limits(m.get("limits"), f"{path}.limits", p),
-            budget=_allowance(m.get("budget"), f"{path}.budget", p),
+            limits=p.limits(m.get("limits"), f"{path}.limits"),
+            budget=p.allowance(m.get("budget"), f"{path}.budget"),
             demo_only=demo_only,
             demo_key=key if demo_only and key else None,
         )
         if demo or not demo_only:
             clients.append(client)
     return tuple(clients)
-
-
-def _providers(raw: Any, p: Problems, *, demo: bool) -> dict[str, Provider]:
-    providers: dict[str, Provider] = {}
-    entries = p.entries(raw, "providers")
-    if raw is not None and not entries:
-        p.add("providers", "configure at least one provider")
-    for name, item in entries.items():
-        provider = _provider(name, item, f"providers.{name}", p, demo=demo)
-        if provider is not None:
-            providers[name] = provider
-    return providers
-
-
-_PROVIDER_KEYS = (
-    "base_url",
-    "keys",
-    "dialect",
-    "priority",
-    "weight",
-    "limits",
-    "quota",
-    "forward_headers",
-    "params",
-    "models",
-    "stream_usage",
-    "probe",
-)
-
-
-def _provider(name: str, raw: Any, path: str, p: Problems, *, demo: bool) -> Provider | None:
-    _name(name, path, p, "provider name")
-    m = p.mapping(raw, path, _PROVIDER_KEYS, required=("base_url", "keys", "models"))
-    base_url = p.string(m.get("base_url"), f"{path}.base_url").rstrip("/")
-    if not base_url:
-        if demo:
-            base_url = DEMO_PLACEHOLDER_URL
-        elif "base_url" in m:
-            p.add(f"{path}.base_url", "empty: set it, or its variable, to the provider's URL")
-    elif not base_url.startswith(("http://", "https://")):
-        p.add(f"{path}.base_url", f"expected an http:// or https:// URL, got {base_url!r}")
-    dialect = m.get("dialect", name if name in DIALECTS else None)
-    if dialect is not None and dialect not in DIALECTS:
-        p.add(f"{path}.dialect", f"expected one of {', '.join(DIALECTS)}, got {dialect!r}")
-    elif dialect is None and demo:
-        p.add(f"{path}.dialect", "--demo needs a dialect to simulate this provider: " + ", ".join(DIALECTS))
-    rules = _params(m.get("params"), f"{path}.params", p)
-    models: dict[str, ModelRoute] = {}
-    for model, spec in p.entries(m.get("models"), f"{path}.models").items():
-        route = _model(model, spec, f"{path}.models.{model}", rules, p)
-        models[model] = route
-    if "models" in m and not models:
-        p.add(f"{path}.models", "configure at least one model")
-    return Provider(
-        name=name,
-        base_url=base_url,
-        keys=_keys(name, m.get("keys"), f"{path}.keys", p, demo=demo),
-        models=MappingProxyType(models),
-        dialect=dialect,
-        priority=p.integer(m.get("priority"), f"{path}.priority", 1, lo=0),
-        weight=p.number(m.get("weight"), f"{path}.weight", 1.0, lo=0.0),
-        limits=_limits(m.get("limits"), f"{path}.limits", p),
-        quota=_allowance(m.get("quota"), f"{path}.quota", p),
-        forward_headers=_forward_headers(m.get("forward_headers"), f"{path}.forward_headers", p),
-        stream_usage=p.boolean(m.get("stream_usage"), f"{path}.stream_usage", True),
-        probe=_probe(m.get("probe"), f"{path}.probe", models, p),
-    )
-
-
-def _probe(raw: Any, path: str, models: Mapping[str, ModelRoute], p: Problems) -> Probe | None:
-    if raw is None:
-        return None
-    m = p.mapping(raw, path, ("interval", "model"), required=("interval",))
-    model = p.string(m.get("model"), f"{path}.model") or next(iter(models), "")
-    if models and model not in models:
-        p.add(f"{path}.model", f"{model!r} is not one of this provider's models")
-    return Probe(interval=p.duration(m.get("interval"), f"{path}.interval", 60.0), model=model)
-
-
-def _keys(provider: str, raw: Any, path: str, p: Problems, *, demo: bool) -> tuple[ProviderKey, ...]:
-    keys: list[ProviderKey] = []
-    items = p.items(raw, path)
-    if raw is not None and not items:
-        p.add(path, "configure at least one key")
-    for i, item in enumerate(items):
-        where = f"{path}[{i}]"
-        if isinstance(item, dict):
-            m = p.mapping(item, where, ("name", "key"), required=("name", "key"))
-            name = p.string(m.get("name"), f"{where}.name") or f"{provider}-{i}"
-            _name(name, f"{where}.name", p, "key name")
-            secret = p.string(m.get("key"), f"{where}.key")
-            secret_path = f"{where}.key"
-        else:
-            name, secret, secret_path = f"{provider}-{i}", p.string(item, where), where
-        if not secret and not demo:
-            p.add(secret_path, "empty: set the provider key (usually through its ${VAR})")
-        elif secret and not _PRINTABLE.match(secret):
-            p.add(secret_path, "must be printable ASCII without spaces")
-        if any(k.name == name for k in keys):
-            p.add(where, f"duplicate key name {name!r}")
-        keys.append(ProviderKey(name=name, secret=secret))
-    return tuple(keys)
-
-
-def _forward_headers(raw: Any, path: str, p: Problems) -> tuple[str, ...]:
-    headers: list[str] = []
-    for i, header in enumerate(p.strings(raw, path)):
-        if not _HEADER.match(header):
-            p.add(f"{path}[{i}]", f"{header!r} is not a header name")
-        elif header.lower() in _UNFORWARDABLE:
-            p.add(f"{path}[{i}]", f"{header} is never forwarded (client credentials or hop-by-hop)")
-        else:
-            headers.append(header)
-    return tuple(headers)
-
-
-def _model(name: str, raw: Any, path: str, provider_rules: ParamRules, p: Problems) -> ModelRoute:
-    m = p.mapping(raw, path, ("upstream", "price", "params"))
-    price = None
-    if m.get("price") is not None:
-        pm = p.mapping(m["price"], f"{path}.price", ("input", "output"), required=("input", "output"))
-        price = Price(
-            input=p.number(pm.get("input"), f"{path}.price.input", 0.0, lo=0.0),
-            output=p.number(pm.get("output"), f"{path}.price.output", 0.0, lo=0.0),
-        )
-    return ModelRoute(
-        name=name,
-        upstream=p.string(m.get("upstream"), f"{path}.upstream", name, empty_ok=False) or name,
-        params=provider_rules.then(_params(m.get("params"), f"{path}.params", p)),
-        price=price,
-    )
-
-
-def _params(raw: Any, path: str, p: Problems) -> ParamRules:
-    m = p.mapping(raw, path, ("drop", "defaults", "allowed", "rename"))
-    defaults = p.entries(m.get("defaults"), f"{path}.defaults")
-    allowed: dict[str, tuple[Any, ...]] = {}
-    for param, values in p.entries(m.get("allowed"), f"{path}.allowed").items():
-        items = p.items(values, f"{path}.allowed.{param}")
-        if not items:
-            p.add(f"{path}.allowed.{param}", "list at least one allowed value")
-        allowed[param] = tuple(items)
-    rename: dict[str, str] = {}
-    for src, dst in p.entries(m.get("rename"), f"{path}.rename").items():
-        if isinstance(dst, str) and dst:
-            rename[src] = dst
-        else:
-            p.add(f"{path}.rename.{src}", f"expected the provider's parameter name, got {dst!r}")
-    return ParamRules(
-        drop=frozenset(p.strings(m.get("drop"), f"{path}.drop")),
-        defaults=MappingProxyType(defaults),
-        allowed=MappingProxyType(allowed),
-        rename=MappingProxyType(rename),
-    )
 
 
 class _StrictLoader(yaml.SafeLoader):
