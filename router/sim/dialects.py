@@ -45,7 +45,6 @@ class Dialect:
     settlement_headers: bool = False
     """Answers carry X-Request-Id and X-Settlement-Key; X-Idempotency-Key settles once."""
     unknown_model: tuple[int, str, str] = (404, "model_not_found", "The model {model} does not exist")
-    key_prefix: str = "sk-"
 
     @property
     def models_path(self) -> str:
@@ -83,7 +82,6 @@ TRINITY = Dialect(
     stream_usage="on_request",
     settlement_headers=True,
     unknown_model=(503, "model_not_found", "当前分组 default 下对于模型 {model} 无可用渠道"),
-    key_prefix="xh-",
 )
 
 # chenyu-chat-completions.md: roles are listed as system, user, assistant; the model id
@@ -114,7 +112,6 @@ REAL200 = Dialect(
         "frequency_penalty": (-2, 2),
     },
     chunk_has_model=False,
-    key_prefix="sk-real200-",
 )
 
 DIALECTS: Mapping[str, Dialect] = MappingProxyType({d.name: d for d in (TRINITY, CHENYU, REAL200)})

@@ -110,14 +110,6 @@ class SimServer:
             await self._server.wait_closed()
             self._server = None
 
-    async def serve_until_stopped(self) -> None:
-        self._stop = asyncio.Event()
-        await self.start()
-        try:
-            await self._stop.wait()
-        finally:
-            await self.close()
-
     def start_in_thread(self) -> SimServer:
         ready = threading.Event()
 
