@@ -3,6 +3,8 @@
 GET  /admin/providers                  every provider and key: breaker state, in flight, TTFT
 POST /admin/providers/{name}/drain     take a provider out of rotation
 POST /admin/providers/{name}/undrain   put it back, and forgive keys marked broken or exhausted
+GET  /admin/usage                      tokens and cost per client and per provider key: today,
+                                       this month, all time, and what is left of each allowance
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import hmac
 import orjson
 from starlette.requests import Request
 
-from .errors import InvalidApiKey, NotFound, RouterError
+from .errors import InvalidApiKey, NotFound, RouterError, StateUnavailable
 from .handlers import runtime
 from .responses import BytesResponse
+from .state import StateUnavailableError
 
 
 class AdminDisabled(RouterError):
@@ -32,6 +35,16 @@ async def providers(request: Request) -> BytesResponse:
         for name in rt.config.providers
     ]
     return BytesResponse(orjson.dumps({"providers": body}), headers=[])
+
+
+async def usage(request: Request) -> BytesResponse:
+    rt = runtime(request)
+    _authorize(request)
+    try:
+        report = await rt.ledger.usage()
+    except StateUnavailableError:
+        raise StateUnavailable("Shared state is unavailable; usage cannot be read now.") from None
+    return BytesResponse(orjson.dumps(report), headers=[])
 
 
 async def drain(request: Request) -> BytesResponse:

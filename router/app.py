@@ -26,13 +26,19 @@ def create_app(config: Config, *, upstream: Upstream | None = None) -> Starlette
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pools = upstream or Upstream.pooled(config.providers, connect_timeout=config.routing.timeouts.connect)
         runtime = app.state.runtime = Runtime(config, pools)
-        prober = asyncio.create_task(probes.run(config, runtime.proxy, runtime.health))
+        tasks = [
+            asyncio.create_task(probes.run(config, runtime.proxy, runtime.health)),
+            asyncio.create_task(runtime.ledger.keep()),
+        ]
         try:
             yield
         finally:
-            prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await prober
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await runtime.ledger.aclose()
+            await runtime.ledger.state.store.aclose()
             await pools.aclose()
 
     routes = [
@@ -45,6 +51,7 @@ def create_app(config: Config, *, upstream: Upstream | None = None) -> Starlette
         Route("/admin/providers", admin.providers, methods=["GET"]),
         Route("/admin/providers/{name}/drain", admin.drain, methods=["POST"]),
         Route("/admin/providers/{name}/undrain", admin.undrain, methods=["POST"]),
+        Route("/admin/usage", admin.usage, methods=["GET"]),
     ]
     return Starlette(
         routes=routes,

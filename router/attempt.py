@@ -22,7 +22,7 @@ from .context import RequestContext
 from .errors import DeadlineExceeded, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .relay import StreamRelay
 from .responses import BytesResponse, StreamResponse
-from .types import JSON, RawHeaders
+from .types import JSON, RawHeaders, Usage
 from .upstream import Upstream, UpstreamResponse, base_headers
 
 _HEADER_VALUE = re.compile(rb"^[\x20-\x7e]{1,1024}$")
@@ -61,6 +61,7 @@ class Sender:
         stream = bool(body.get("stream"))
         headers = self._headers(ctx, target, client_headers, stream=stream)
         ctx.provider = target.provider.name
+        ctx.target = target
         ctx.attempts += 1
         payload = orjson.dumps(upstream_body)
         if stream:
@@ -117,7 +118,7 @@ class Sender:
                 await asyncio.shield(_quiet_close(response))
         if response.status != 200:
             raise _status_error(provider, response, answer)
-        _check_completion(provider, answer)
+        ctx.usage = _check_completion(provider, answer)
         return BytesResponse(answer, headers=ctx.response_headers())
 
     # -- streaming -----------------------------------------------------------------
@@ -222,8 +223,9 @@ def _status_error(
     return classify.to_error(provider, classify.read_answer(response.status, answer), retry_after=retry_after)
 
 
-def _check_completion(provider: str, answer: bytes) -> None:
-    """A 200 whose body is not a chat completion is the provider's failure, not an answer."""
+def _check_completion(provider: str, answer: bytes) -> Usage | None:
+    """A 200 whose body is not a chat completion is the provider's failure, not an answer.
+    Returns the usage it reports."""
     try:
         parsed = orjson.loads(answer)
     except orjson.JSONDecodeError:
@@ -233,6 +235,7 @@ def _check_completion(provider: str, answer: bytes) -> None:
         if isinstance(parsed, dict) and "error" in parsed:
             raise classify.to_error(provider, error)
         raise UpstreamProtocolError(f"{provider}: answered without choices", provider=provider)
+    return Usage.from_json(parsed.get("usage"))
 
 
 async def _quiet_close(response: UpstreamResponse) -> None:

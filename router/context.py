@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .types import RawHeaders
+from .types import RawHeaders, Usage
+
+if TYPE_CHECKING:
+    from .config import Target
 
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 SCOPE_KEY = "router.ctx"
@@ -38,6 +42,13 @@ class RequestContext:
     attempts: int = 0
     """Upstream requests actually sent (SPEC §8: not skipped targets, not waits)."""
     provider: str | None = None
+    target: Target | None = None
+    """The target of the last attempt (the answering one, once there is an answer)."""
+    usage: Usage | None = None
+    """What the answering provider reported, for a whole (non-streamed) answer."""
+    settlement_key: str | None = None
+    headers: RawHeaders = field(default_factory=list)
+    """More headers for every response to this request: rate-limit windows, degraded state."""
 
     def response_headers(self) -> RawHeaders:
         """X-Router-Provider, X-Router-Attempts and Server-Timing, as of now."""
@@ -50,4 +61,6 @@ class RequestContext:
             headers.append((b"x-router-attempts", str(self.attempts).encode()))
         if self.provider is not None:
             headers.append((b"x-router-provider", self.provider.encode()))
-        return headers
+        if self.settlement_key is not None:
+            headers.append((b"x-settlement-key", self.settlement_key.encode()))
+        return headers + self.headers if self.headers else headers

@@ -4,12 +4,17 @@
     ├── InvalidRequest               400 invalid_request_error
     │   └── ParamNotAllowed          400 (a value a provider's model does not take)
     ├── InvalidApiKey                401 invalid_api_key
+    ├── InsufficientQuota            402 insufficient_quota (the client's budget is spent)
     ├── ModelNotAllowed              403 model_not_allowed
     ├── NotFound                     404 not_found
     │   └── ModelNotFound            404 model_not_found
     ├── MethodNotAllowed             405 method_not_allowed
+    ├── IdempotencyConflict          409 idempotency_conflict (the same key is still running)
     ├── RequestTooLarge              413 request_too_large
+    ├── IdempotencyKeyReused         422 idempotency_key_reused (same key, different body)
+    ├── RateLimited                  429 rate_limit_exceeded (a client limit)
     ├── NoProviderAvailable          503 no_provider_available
+    ├── StateUnavailable             503 state_unavailable (shared state down; exactly-once needs it)
     └── UpstreamError                502 upstream_error: an attempt at a provider failed
         ├── UpstreamConnectError     could not connect
         ├── UpstreamConnectionLost   reset or closed mid-answer
@@ -117,6 +122,31 @@ class MethodNotAllowed(RouterError):
 class RequestTooLarge(RouterError):
     status = 413
     code = "request_too_large"
+
+
+class InsufficientQuota(RouterError):
+    status = 402
+    code = "insufficient_quota"
+
+
+class IdempotencyConflict(RouterError):
+    status = 409
+    code = "idempotency_conflict"
+
+
+class IdempotencyKeyReused(RouterError):
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class RateLimited(RouterError):
+    status = 429
+    code = "rate_limit_exceeded"
+
+
+class StateUnavailable(RouterError):
+    status = 503
+    code = "state_unavailable"
 
 
 class NoProviderAvailable(RouterError):

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from .context import SCOPE_KEY, RequestContext
 from .disconnect import DisconnectWatch
 from .errors import InvalidRequest, MethodNotAllowed, ModelNotFound, NotFound, RouterError
+from .ledger import idempotency_key
 from .responses import BytesResponse, StreamResponse
 from .types import JSON
 from .validate import validate
@@ -29,19 +30,40 @@ async def chat_completions(request: Request) -> ProxyResponse:
     rt = runtime(request)
     ctx: RequestContext = request.scope[SCOPE_KEY]
     client = rt.auth.authenticate(request.headers.get("authorization"))
-    body = _json_object(await request.body())
+    raw = await request.body()
+    body = _json_object(raw)
     validate(body)
     model = body["model"]
     rt.auth.check_model(client, model)
     targets = rt.config.targets.get(model)
     if targets is None:
         raise ModelNotFound(f"The model '{model}' does not exist or no provider serves it.", param="model")
-    watch = DisconnectWatch(request.receive)  # a client that leaves stops its provider request
-    response = await watch.guard(rt.proxy.forward(ctx, body, targets, dict(request.scope["headers"])))
+    headers = dict(request.scope["headers"])
+    idempotency = idempotency_key(headers)
+    opened = await rt.ledger.open(ctx, client, body, raw, targets, idempotency)
+    if isinstance(opened, BytesResponse):
+        return opened  # the stored answer of an earlier request with this idempotency key
+    ticket = opened
+    # A client that leaves stops its provider request — unless it sent an idempotency key:
+    # then the answer is finished and kept, so its retry is replayed rather than re-run.
+    watch = DisconnectWatch(request.receive) if idempotency is None else None
+    work = rt.proxy.forward(ctx, body, targets, headers, ticket)
+    try:
+        response = await (watch.guard(work) if watch is not None else work)
+    except RouterError as error:
+        await ticket.failed(error)
+        raise
+    except BaseException:  # the client left, or shutdown
+        ticket.abandoned()
+        raise
     if isinstance(response, StreamResponse):
         response.watch = watch  # keeps watching while the stream is relayed
+        response.follow_through = watch is None
+        ticket.follow(response)
     else:
-        watch.stop()
+        if watch is not None:
+            watch.stop()
+        await ticket.answered(response)
     return response
 
 
@@ -56,8 +78,13 @@ async def healthz(request: Request) -> BytesResponse:
 
 
 async def readyz(request: Request) -> BytesResponse:
-    reason = runtime(request).unready_reason()
+    rt = runtime(request)
+    reason = rt.unready_reason()
     if reason is None:
+        if rt.ledger.state.degraded:  # SPEC §3: degraded, still ready (on_failure: local)
+            return BytesResponse(
+                b'{"status":"degraded","reason":"shared state unreachable: local limits"}', headers=[]
+            )
         return BytesResponse(b'{"status":"ready"}', headers=[])
     return BytesResponse(orjson.dumps({"status": "unready", "reason": reason}), status=503, headers=[])
 

@@ -70,8 +70,8 @@ class ErrorMiddleware:
             if started:
                 raise
             ctx = scope.get(SCOPE_KEY)
-            # After an upstream attempt, say which provider failed and how many tries it took.
-            await send_error(send, error, ctx.response_headers() if ctx and ctx.attempts else None)
+            # Which provider failed and how many tries it took; the settlement key; limits.
+            await send_error(send, error, ctx.response_headers() if ctx else None)
         except Exception:
             context: RequestContext | None = scope.get(SCOPE_KEY)
             request_id = context.request_id if context else "unknown"

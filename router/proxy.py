@@ -15,6 +15,7 @@ import asyncio
 import random
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from . import failover, routing, translate
 from .attempt import Response, Sender, StreamResponse
@@ -25,6 +26,9 @@ from .errors import ParamNotAllowed, UpstreamError, UpstreamTimeout
 from .health import Health, Lease, Status, key_id
 from .types import JSON
 from .upstream import Upstream
+
+if TYPE_CHECKING:
+    from .ledger import Ticket
 
 _CONVERSATION = re.compile(rb"^[\x21-\x7e]{1,256}$")
 # Failures after which this request leaves the target alone: a silent target costs one
@@ -57,6 +61,7 @@ class Proxy:
         body: JSON,
         targets: tuple[Target, ...],
         client_headers: Mapping[bytes, bytes],
+        ticket: Ticket | None = None,
     ) -> Response:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._total
@@ -90,13 +95,26 @@ class Proxy:
                 await asyncio.sleep(wait)
                 ctx.upstream_wait += wait
             target = choice.target
+            if ticket is not None:
+                refusal = await ticket.reserve_key(target)
+                if refusal is not None:  # at our own limit for this key: skip it, as every replica will
+                    if refusal.quota:
+                        self._health.exhausted(target, for_seconds=refusal.wait)
+                    else:
+                        self._health.rate_limited(target, refusal.wait)
+                    left_alone.add(target)
+                    continue
             lease = self._health.begin(target, fail_open=choice.fail_open)
             if lease is None:
+                if ticket is not None:
+                    await ticket.release_key(target)
                 continue  # its one half-open trial went to another request while we waited: plan again
             try:
                 return await self.attempt(ctx, body, lease, translated[target], client_headers, deadline)
             except UpstreamError as error:
                 failures.add(error)
+                if ticket is not None and error.retryable:  # a final answer settles its key at the end
+                    await ticket.release_key(target)
                 if not error.retryable:
                     raise
                 tried.append(target)

@@ -28,6 +28,7 @@ class StreamRelay:
         "_finished",
         "_held",
         "_splitter",
+        "answer_events",
         "committed",
         "done",
         "expects_usage",
@@ -54,6 +55,9 @@ class StreamRelay:
         self._finished: set[int] = set()
         self._splitter = sse.EventSplitter()
         self._held: list[bytes] = []
+        self.answer_events = 0
+        """Events relayed that carry part of the answer: ~1 token each, the estimate when a
+        provider reports no usage."""
 
     @property
     def finished(self) -> bool:
@@ -134,6 +138,7 @@ class StreamRelay:
         if not sse.looks_like_json_object(data):
             self._malformed(data)
             return
+        self.answer_events += 1
         out.append(event)
 
     def _before_commit(self, event: bytes, data: bytes, out: list[bytes]) -> None:
@@ -148,6 +153,7 @@ class StreamRelay:
             return
         self._held.append(event)
         if _carries_answer(chunk):
+            self.answer_events += 1
             self.committed = True
             out.extend(self._held)
             self._held.clear()

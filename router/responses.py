@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
@@ -70,28 +71,67 @@ class StreamResponse:
         self._on_end = on_end
         self.watch: DisconnectWatch | None = None
         """Handed over by the handler, which started watching before the commit point."""
+        self.follow_through = False
+        """Read the provider's stream to its end even if the client leaves (an idempotency key:
+        the retry gets the whole answer replayed). Bounded by the request's deadline."""
+        self.settle: Callable[[StreamResponse], Coroutine[Any, Any, None]] | None = None
+        """Settles the request; awaited before the stream's last bytes reach the client."""
+        self.later: Callable[[Coroutine[Any, Any, None]], None] | None = None
+        """Runs the settlement in the background when the client left or the task was cancelled."""
+        self.sent: list[bytes] | None = None
+        """Everything sent, when kept for a replay."""
         self.outcome = "pending"
+        """How it ended: completed, error, or client_disconnected."""
         self.failure: UpstreamError | None = None
         """What ended the stream early, when outcome is "error"."""
-        """How it ended: completed, error, or client_disconnected."""
+        self._settled = False
+
+    @property
+    def relay(self) -> StreamRelay:
+        return self._relay
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        watch = self.watch or DisconnectWatch(receive)
+        watch = None if self.follow_through else self.watch or DisconnectWatch(receive)
+        if self.sent is not None:
+            send = self._keeping(send, self.sent)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self._headers})
             await send({"type": "http.response.body", "body": self._first, "more_body": True})
             tail = await self._pump(send)
-            watch.stop()  # the end is ours to send; a disconnect now changes nothing
+            if watch is not None:
+                watch.stop()  # the end is ours to send; a disconnect now changes nothing
+            if self.sent is not None:
+                self.sent.append(tail)
+            await self._settle_now()  # before the end: a retry after it finds the answer stored
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         except asyncio.CancelledError:
-            if not watch.left():
+            if watch is None or not watch.left():
                 raise
             self.outcome = "client_disconnected"
         finally:
-            watch.stop()
+            if watch is not None:
+                watch.stop()
             await asyncio.shield(self._close_upstream())
             if self._on_end is not None:
                 self._on_end(self.outcome, self.failure)
+            if self.settle is not None and not self._settled and self.later is not None:
+                self._settled = True
+                self.later(self.settle(self))
+
+    async def _settle_now(self) -> None:
+        if self.settle is not None and not self._settled:
+            self._settled = True
+            await asyncio.shield(self.settle(self))
+
+    @staticmethod
+    def _keeping(send: Send, sent: list[bytes]) -> Send:
+        async def keeping_send(message: Any) -> None:
+            body = message.get("body")
+            if body and message.get("more_body"):
+                sent.append(body)
+            await send(message)
+
+        return keeping_send
 
     async def _pump(self, send: Send) -> bytes:
         """Relay until the stream ends; returns the last bytes to send."""

@@ -7,7 +7,9 @@ import orjson
 from .auth import Authenticator
 from .config import Client, Config
 from .health import Health, Status
+from .ledger import Ledger
 from .proxy import Proxy
+from .state import GuardedStore, open_store
 from .upstream import Upstream
 
 # States that need an operator (or a quota roll-over), not just time: a model whose every
@@ -18,8 +20,16 @@ _NEEDS_OPS = (Status.DRAINED, Status.BROKEN, Status.EXHAUSTED)
 class Runtime:
     """Everything a request needs, built from one Config."""
 
-    def __init__(self, config: Config, upstream: Upstream, *, health: Health | None = None):
+    def __init__(
+        self,
+        config: Config,
+        upstream: Upstream,
+        *,
+        health: Health | None = None,
+        state: GuardedStore | None = None,
+    ):
         self.config = config
+        self.ledger = Ledger(config, state or open_store(config.state))
         self.auth = Authenticator(config.clients)
         self.upstream = upstream
         self.targets = tuple({t: None for ts in config.targets.values() for t in ts})
@@ -44,4 +54,6 @@ class Runtime:
             return "no provider serves any model"
         if all(self.health.view(t).status in _NEEDS_OPS for t in self.targets):
             return "every provider is drained, refuses our key or is out of quota"
+        if self.ledger.state.degraded and self.config.state.on_failure == "closed":
+            return "shared state unreachable (state.on_failure: closed)"
         return None

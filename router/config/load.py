@@ -33,7 +33,7 @@ from .model import (
 from .providers import read_providers
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_STATE_SCHEMES = ("memory", "redis", "rediss")
+_STATE_SCHEMES = ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster")
 
 
 # Defaults come from the dataclasses themselves (slots classes keep no class attributes).
@@ -112,18 +112,21 @@ def _server(raw: Any, p: Problems) -> Server:
 
 
 def _state(raw: Any, p: Problems) -> State:
-    m = p.mapping(raw, "state", ("url", "on_failure", "replicas"))
+    m = p.mapping(raw, "state", ("url", "on_failure", "replicas", "timeout", "retention", "ledger_file"))
     url = p.string(m.get("url"), "state.url", _DEFAULT_STATE.url) or _DEFAULT_STATE.url
     if url.split("://", 1)[0] not in _STATE_SCHEMES or "://" not in url:
         # Only the scheme is shown: the rest of a Redis URL may hold its password.
         shown = url.split("://", 1)[0] + "://…" if "://" in url else "a URL without a scheme"
-        p.add("state.url", f"expected memory://, redis://… or rediss://…, got {shown}")
+        p.add("state.url", f"expected memory://, redis://…, rediss://… or redis+cluster://…, got {shown}")
     return State(
         url=url,
         on_failure=p.choice(
             m.get("on_failure"), "state.on_failure", _DEFAULT_STATE.on_failure, ("local", "closed")
         ),
         replicas=p.integer(m.get("replicas"), "state.replicas", _DEFAULT_STATE.replicas, lo=1),
+        timeout=p.duration(m.get("timeout"), "state.timeout", _DEFAULT_STATE.timeout),
+        retention=p.duration(m.get("retention"), "state.retention", _DEFAULT_STATE.retention),
+        ledger_file=p.string(m.get("ledger_file"), "state.ledger_file") or None,
     )
 
 

@@ -160,6 +160,13 @@ class State:
     url: str = "memory://"
     on_failure: str = "local"
     replicas: int = 1
+    """How many routers share the store: local limits while it is down are limit / replicas."""
+    timeout: float = 0.25
+    """Redis socket timeout: a slow store must not make a slow router."""
+    retention: float = 86400.0
+    """How long idempotency keys (and their stored answers) are kept."""
+    ledger_file: str | None = None
+    """memory:// only: also append settlement records to this JSONL file."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ ONLY_IN = {
 # Lower layers first; a module may import only modules of its own layer or below.
 LAYERS = [
     {"types", "errors"},
-    {"config", "sse", "context", "aiohttp_transport"},
+    {"config", "sse", "context", "aiohttp_transport", "state"},
     {
         "translate",
         "validate",
@@ -35,9 +35,10 @@ LAYERS = [
         "middleware",
         "disconnect",
         "failover",
+        "limits",
     },
     {"health", "responses"},
-    {"routing", "attempt", "failover"},
+    {"routing", "attempt", "failover", "ledger"},
     {"proxy"},
     {"runtime", "probes"},
     {"handlers"},

@@ -1,0 +1,168 @@
+"""Pure: what a request asks of shared state, and how a refusal reads to the client.
+
+Per client and per provider key: `rpm`, `tpm`, `concurrency`, and an allowance (a client's
+`budget`, a key's `quota`) in tokens or cost per day, month or all time. TPM and the
+allowance reserve an estimate before the call: the prompt's size plus `max_tokens` (or a
+capped default); settlement reconciles it with the real usage.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import time
+from collections.abc import Iterable
+
+from .config import Allowance, Client, Limits, Price, Target
+from .errors import InsufficientQuota, RateLimited
+from .state import Ask, Claim, Limited, Window
+from .types import JSON, RawHeaders, Usage
+
+DEFAULT_COMPLETION = 4096
+"""Completion tokens reserved when the request sets no max_tokens."""
+PROMPT_CAP = 1_000_000
+"""An image or file inflates the body far beyond its tokens; keep one estimate from eating a window."""
+ANONYMOUS = "_"
+"""The one scope all requests share when no clients are configured."""
+
+
+def client_scope(client: Client | None) -> str:
+    return "c:" + (client.name if client else ANONYMOUS)
+
+
+def key_scope(target: Target) -> str:
+    return f"p:{target.provider.name}/{target.key.name}"
+
+
+def estimate(body: JSON, body_bytes: int) -> Usage:
+    """An upper estimate: a token is at least ~3 bytes of JSON in any script; the answer is
+    at most what the request allows."""
+    prompt = min(PROMPT_CAP, math.ceil(body_bytes / 3))
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    completion = limit if type(limit) is int and limit > 0 else DEFAULT_COMPLETION
+    return Usage(prompt, completion * (body.get("n") or 1))
+
+
+def cost_nanos(usage: Usage, price: Price | None) -> int:
+    """Cost in billionths of the currency unit; prices are per million tokens."""
+    if price is None:
+        return 0
+    return math.ceil(usage.prompt_tokens * price.input * 1000 + usage.completion_tokens * price.output * 1000)
+
+
+def dearest(targets: Iterable[Target]) -> Price | None:
+    """The highest price among a model's targets: a cost budget reserves for the worst case."""
+    prices = [t.route.price for t in targets if t.route.price is not None]
+    if not prices:
+        return None
+    return max(prices, key=lambda p: (p.input, p.output))
+
+
+def periods(now: float | None = None) -> tuple[str, str, str]:
+    """The counter periods usage is added to, in UTC: day, month, all time."""
+    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() if now is None else now))
+    return day, day[:7], "total"
+
+
+def period_of(allowance: Allowance, now: float | None = None) -> str:
+    day, month, total = periods(now)
+    return {"day": day, "month": month, "total": total}[allowance.per]
+
+
+def seconds_to_rollover(allowance: Allowance, now: float | None = None) -> float:
+    """When a spent allowance comes back: the next UTC midnight or first of the month (or never)."""
+    now = time.time() if now is None else now
+    tm = time.gmtime(now)
+    if allowance.per == "day":
+        start = (tm.tm_year, tm.tm_mon, tm.tm_mday + 1)
+    elif allowance.per == "month":
+        start = (tm.tm_year + tm.tm_mon // 12, tm.tm_mon % 12 + 1, 1)
+    else:
+        return math.inf
+    return max(1.0, calendar.timegm((*start, 0, 0, 0, 0, 0, 0)) - now)
+
+
+def ask(
+    scope: str,
+    limits: Limits,
+    allowance: Allowance | None,
+    *,
+    reserve: Usage,
+    price: Price | None,
+    lease: str,
+    claim: Claim | None = None,
+    now: float | None = None,
+) -> Ask | None:
+    """What `scope` must grant; None when it has nothing to check (no round trip needed)."""
+    tokens = reserve.total_tokens
+    if not (limits.rpm or limits.tpm or limits.concurrency or allowance or claim):
+        return None
+    return Ask(
+        scope=scope,
+        rpm=limits.rpm or 0,
+        tpm=limits.tpm or 0,
+        concurrency=limits.concurrency or 0,
+        tokens=tokens,
+        allowance_tokens=allowance.tokens if allowance and allowance.tokens is not None else -1,
+        allowance_nanos=(math.ceil(allowance.cost * 1e9) if allowance and allowance.cost is not None else -1),
+        cost_nanos=cost_nanos(reserve, price) if allowance and allowance.cost is not None else 0,
+        period=period_of(allowance, now) if allowance else "",
+        lease=lease if (limits.concurrency or allowance) else "",
+        claim=claim,
+    )
+
+
+def window_headers(window: Window) -> RawHeaders:
+    """OpenAI's x-ratelimit-* headers for the limits the scope has."""
+    headers: RawHeaders = []
+    if window.rpm_remaining >= 0:
+        headers += [
+            (b"x-ratelimit-remaining-requests", str(window.rpm_remaining).encode()),
+            (b"x-ratelimit-reset-requests", openai_duration(window.rpm_reset).encode()),
+        ]
+    if window.tpm_remaining >= 0:
+        headers += [
+            (b"x-ratelimit-remaining-tokens", str(window.tpm_remaining).encode()),
+            (b"x-ratelimit-reset-tokens", openai_duration(window.tpm_reset).encode()),
+        ]
+    return headers
+
+
+def limit_headers(limits: Limits, window: Window) -> RawHeaders:
+    headers: RawHeaders = []
+    if limits.rpm:
+        headers.append((b"x-ratelimit-limit-requests", str(limits.rpm).encode()))
+    if limits.tpm:
+        headers.append((b"x-ratelimit-limit-tokens", str(limits.tpm).encode()))
+    return headers + window_headers(window)
+
+
+def openai_duration(seconds: float) -> str:
+    """SPEC §8: `20ms`, `1.5s`, `6m0s`."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{round(rest):d}s"
+
+
+def client_refused(client: Client | None, limited: Limited) -> RateLimited:
+    what = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrency": "concurrent requests"}
+    limits = client.limits if client else Limits()
+    value = {"rpm": limits.rpm, "tpm": limits.tpm, "concurrency": limits.concurrency}[limited.limit]
+    who = f"'{client.name}'" if client else "this router"
+    retry = max(1, math.ceil(limited.retry_after))
+    headers = {k.decode(): v.decode() for k, v in limit_headers(limits, limited.window)}
+    headers["retry-after"] = str(retry)
+    return RateLimited(
+        f"Rate limit reached for {who}: {value} {what[limited.limit]}. Try again in {retry}s.",
+        headers=headers,
+    )
+
+
+def budget_spent(client: Client | None) -> InsufficientQuota:
+    budget = client.budget if client else None
+    per = {"day": "today", "month": "this month", "total": ""}.get(budget.per, "") if budget else ""
+    who = f"'{client.name}'" if client else "this router"
+    return InsufficientQuota(f"The budget of {who} is spent {per}".rstrip() + ".")

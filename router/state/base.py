@@ -1,0 +1,182 @@
+"""The Store interface: the few atomic steps shared state needs, and what they answer.
+
+A Store keeps, per scope (`c:<client>` or `p:<provider>/<key>`): rate-limit windows, leases
+(concurrency slots and budget reservations), usage counters per period, idempotency claims
+and the ledger of settlement records. Every method is one atomic step: in Redis one Lua
+script on one hash slot (the scope is the hash tag), in memory one await-free update.
+
+    acquire(ask)   check every limit of the scope and, only if all pass, reserve them all;
+                   with a claim, also take (or answer for) the idempotency key
+    settle(s)      release the lease, reconcile TPM with real usage, add usage to the
+                   counters, append the record, store or drop the idempotency result —
+                   once per settlement key, however often it is replayed
+    renew(...)     keep in-flight leases and claims alive (they expire if a replica dies)
+
+Times in answers are seconds. Scope names and ids come from config and from router itself;
+idempotency keys are the client's, limited to printable ASCII.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+CONCURRENCY_RETRY = 1.0
+"""Retry-After for a full concurrency limit: when a slot frees is unknowable (streams are long)."""
+
+
+class StateError(Exception):
+    """The store could not be reached or did not answer in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An idempotency key to take for this request."""
+
+    key: str
+    body_hash: str
+    owner: str
+    """The settlement key of the request that takes it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What one scope must grant before a request goes upstream. 0 / -1 mean "no such limit"."""
+
+    scope: str
+    rpm: int = 0
+    tpm: int = 0
+    concurrency: int = 0
+    tokens: int = 0
+    """Tokens to reserve against `tpm` and a token allowance (an estimate)."""
+    allowance_tokens: int = -1
+    allowance_nanos: int = -1
+    """A cost allowance in billionths of the currency unit (integers add up exactly)."""
+    cost_nanos: int = 0
+    period: str = ""
+    """The allowance's period id: "2026-11-22", "2026-11" or "total"."""
+    lease: str = ""
+    """A unique id; when set, the grant holds a lease (a concurrency slot and the reservation)."""
+    claim: Claim | None = None
+
+    @property
+    def hold(self) -> str:
+        """The lease as stored: its id and what it reserved, so expiry can give both back."""
+        return f"{self.lease}|{self.tokens if self.allowance_tokens >= 0 else 0}|{self.cost_nanos}"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Where the scope's request and token windows stand (OpenAI x-ratelimit-* headers)."""
+
+    rpm_remaining: int = -1
+    rpm_reset: float = 0.0
+    tpm_remaining: int = -1
+    tpm_reset: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    window: Window
+    hold: str | None
+    """The lease to hand back to settle(), if one was taken."""
+    tokens: int
+    """Tokens actually reserved against `tpm` (the estimate, capped at the limit)."""
+    local: bool = False
+    """Granted by this process alone because the shared store is down."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limited:
+    limit: str
+    """"rpm", "tpm" or "concurrency"."""
+    retry_after: float
+    window: Window
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """The scope's allowance for this period is used up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """The idempotency key is held by a request still running."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reused:
+    """The idempotency key was used with a different body."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A finished answer kept for replay under its idempotency key."""
+
+    settlement_key: str
+    status: int
+    stream: bool
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    stored: Stored
+
+
+Answer = Granted | Limited | Spent | Conflict | Reused | Replay
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    scope: str
+    settlement_key: str
+    hold: str | None = None
+    tpm: int = 0
+    tpm_delta: int = 0
+    """Real tokens minus those reserved: moves the TPM window back (or on)."""
+    tokens: int = 0
+    cost_nanos: int = 0
+    periods: tuple[str, ...] = ()
+    """Counter periods the usage is added to (day, month, total)."""
+    record: bytes | None = None
+    """The settlement record (JSON) for the scope's ledger."""
+    claim_key: str | None = None
+    stored: Stored | None = None
+    """With `claim_key`: the answer to keep for replays; None lets the key go (a retry runs fresh)."""
+
+    @property
+    def once(self) -> bool:
+        """It adds usage or a record: applied once per settlement key, so it may be replayed."""
+        return self.record is not None or self.tokens != 0 or self.cost_nanos != 0
+
+
+@dataclass(frozen=True, slots=True)
+class Used:
+    tokens: int = 0
+    cost_nanos: int = 0
+
+
+class Store(Protocol):
+    """Shared state. Implementations: memory (one process) and Redis / Redis Cluster."""
+
+    async def acquire(self, ask: Ask) -> Answer: ...
+
+    async def settle(self, settle: Settle) -> bool:
+        """Apply one settlement; False when this settlement key was applied before."""
+        ...
+
+    async def renew(self, scope: str, holds: Sequence[str], claims: Sequence[tuple[str, str]]) -> None:
+        """Extend leases (`holds`) and claims (`(key, owner)`) still in flight."""
+        ...
+
+    async def usage(self, scope: str, periods: Sequence[str]) -> dict[str, Used]: ...
+
+    async def records(self, scope: str, *, since: float = 0.0) -> list[bytes]:
+        """The scope's settlement records (JSON), oldest first, written at or after `since` (epoch s)."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...

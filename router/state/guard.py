@@ -1,0 +1,167 @@
+"""What happens when the shared store is down or slow (DESIGN-NOTES "Redis down").
+
+A breaker around the store: after an error it is not called again until a short, growing
+pause has passed, so a dead Redis costs one socket timeout, not one per request. While it
+is down (on_failure: local):
+  - rate limits and concurrency fall back to this process, each limit divided by
+    state.replicas, and answers are marked local (a `degraded` response header, /readyz);
+  - a request with an idempotency key cannot be promised exactly-once: StateUnavailable;
+  - settlement records go to an outbox, written once when the store is back (each record
+    is applied once per settlement key, so a write whose reply was lost is not doubled).
+With on_failure: closed every request that needs the store gets StateUnavailable instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from .base import Answer, Ask, Granted, Settle, StateError, Store, Used
+from .memory import MemoryStore
+
+log = logging.getLogger("router.state")
+
+PAUSE = (0.5, 8.0)
+"""Seconds the breaker keeps the store unused after an error: starts here, doubles, capped."""
+
+
+class StateUnavailableError(Exception):
+    """The store is down and this request needs it (an idempotency key, or on_failure: closed)."""
+
+
+class GuardedStore:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        replicas: int = 1,
+        closed: bool = False,
+        on_error: Callable[[str], None] = lambda op: None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.store = store
+        self.local = MemoryStore(lease_ttl=float("inf"))
+        self._replicas = replicas
+        self._closed = closed
+        self._on_error = on_error
+        self._clock = clock
+        self._down_until = 0.0
+        self._pause = 0.0
+        self.outbox: deque[Settle] = deque()
+
+    @property
+    def degraded(self) -> bool:
+        return self._pause > 0
+
+    async def acquire(self, ask: Ask) -> Answer:
+        if self._usable():
+            try:
+                answer = await self.store.acquire(ask)
+            except StateError as error:
+                self._failed("acquire", error)
+            else:
+                self._succeeded()
+                return answer
+        if self._closed or ask.claim is not None:
+            raise StateUnavailableError()
+        answer = await self.local.acquire(self._scaled(ask))
+        return replace(answer, local=True) if isinstance(answer, Granted) else answer
+
+    async def settle(self, settle: Settle, *, local: bool) -> None:
+        """Settle where the grant was made; a record that cannot be written waits in the outbox."""
+        if local:
+            await self.local.settle(replace(settle, record=None))
+            if settle.once:  # counters and ledger belong to the shared store
+                self.outbox.append(replace(settle, hold=None, tpm=0, tpm_delta=0, claim_key=None))
+            return
+        if self._usable() and not self.outbox:
+            try:
+                await self.store.settle(settle)
+            except StateError as error:
+                self._failed("settle", error)
+            else:
+                self._succeeded()
+                return
+        if settle.once:  # anything else only frees leases and claims, which expire anyway
+            self.outbox.append(settle)
+
+    async def renew(self, scope: str, holds: Sequence[str], claims: Sequence[tuple[str, str]]) -> None:
+        if self._usable():
+            try:
+                await self.store.renew(scope, holds, claims)
+            except StateError as error:
+                self._failed("renew", error)
+            else:
+                self._succeeded()
+
+    async def flush(self) -> int:
+        """Write the outbox to the store, oldest first; stops at the first error. Returns how many."""
+        written = 0
+        while self.outbox and self._usable():
+            try:
+                await self.store.settle(self.outbox[0])
+            except StateError as error:
+                self._failed("flush", error)
+                break
+            self._succeeded()
+            self.outbox.popleft()
+            written += 1
+        if written:
+            log.info("state: wrote %d settlement(s) from the outbox", written)
+        return written
+
+    async def check(self) -> None:
+        """Probe a store marked down, so it is marked back up without waiting for traffic."""
+        if self.degraded and self._usable():
+            try:
+                await self.store.ping()
+            except StateError as error:
+                self._failed("ping", error)
+            else:
+                self._succeeded()
+
+    async def usage(self, scope: str, periods: Sequence[str]) -> dict[str, Used]:
+        try:
+            return await self.store.usage(scope, periods)
+        except StateError as error:
+            self._failed("usage", error)
+            raise StateUnavailableError() from None
+
+    async def records(self, scope: str, *, since: float = 0.0) -> list[bytes]:
+        return await self.store.records(scope, since=since)
+
+    def _usable(self) -> bool:
+        return self._clock() >= self._down_until
+
+    def _failed(self, op: str, error: StateError) -> None:
+        self._on_error(op)
+        if not self.degraded:
+            log.warning(
+                "state: store unreachable (%s); %s", error, "refusing" if self._closed else "local limits"
+            )
+        self._pause = min(PAUSE[1], self._pause * 2) if self._pause else PAUSE[0]
+        self._down_until = self._clock() + self._pause
+
+    def _succeeded(self) -> None:
+        if self.degraded:
+            log.warning("state: store reachable again; %d settlement(s) in the outbox", len(self.outbox))
+        self._pause = 0.0
+
+    def _scaled(self, ask: Ask) -> Ask:
+        n = self._replicas
+
+        def share(limit: int) -> int:
+            return max(1, math.floor(limit / n)) if limit > 0 else limit
+
+        return replace(
+            ask,
+            rpm=share(ask.rpm),
+            tpm=share(ask.tpm),
+            concurrency=share(ask.concurrency),
+            allowance_tokens=share(ask.allowance_tokens) if ask.allowance_tokens >= 0 else -1,
+            allowance_nanos=share(ask.allowance_nanos) if ask.allowance_nanos >= 0 else -1,
+        )

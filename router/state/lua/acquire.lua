@@ -1,0 +1,80 @@
+-- acquire: check every limit of one scope and, only if all pass, reserve them all.
+-- The memory store (state/memory.py) and GCRA (state/gcra.py) do the same; keep them in step.
+-- KEYS: 1 gcra hash, 2 leases zset, 3 use hash of the allowance period, 4 idempotency claim hash
+-- ARGV: 1 rpm, 2 tpm, 3 concurrency, 4 tokens, 5 allowance tokens (-1 none), 6 allowance nanos
+--       (-1 none), 7 hold ("" none), 8 lease ttl ms, 9 claim? (1/0), 10 body hash, 11 owner,
+--       12 concurrency retry ms
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local PERIOD = 60000
+
+if ARGV[9] == '1' then
+  local c = redis.call('HMGET', KEYS[4], 'h', 'o', 's', 'k', 'b')
+  if c[1] then
+    if c[1] ~= ARGV[10] then return {'reused'} end
+    if c[3] then return {'replay', c[2], c[3], c[4], c[5]} end
+    return {'conflict'}
+  end
+end
+
+-- Leases whose replica never settled them (it died) give their slot and reservation back.
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+
+local allowance_tokens, allowance_nanos = tonumber(ARGV[5]), tonumber(ARGV[6])
+if allowance_tokens >= 0 or allowance_nanos >= 0 then
+  local held_t, held_n = 0, 0
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    local _, _, tok, nan = string.find(m, '|(%-?%d+)|(%-?%d+)$')
+    held_t = held_t + tonumber(tok)
+    held_n = held_n + tonumber(nan)
+  end
+  local used = redis.call('HMGET', KEYS[3], 't', 'n')
+  if (allowance_tokens >= 0 and (tonumber(used[1]) or 0) + held_t >= allowance_tokens)
+      or (allowance_nanos >= 0 and (tonumber(used[2]) or 0) + held_n >= allowance_nanos) then
+    return {'spent'}
+  end
+end
+
+local function gcra(tat, limit, cost)
+  local interval = PERIOD / limit
+  local start = math.max(tat or now, now)
+  local new_tat = start + cost * interval
+  local function remaining(at) return math.max(0, math.floor((PERIOD - (at - now)) / interval + 1e-9)) end
+  if new_tat - now <= PERIOD + 1e-6 then
+    return true, new_tat, remaining(new_tat), new_tat - now, 0
+  end
+  return false, start, remaining(start), start - now, new_tat - now - PERIOD
+end
+
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tats = redis.call('HMGET', KEYS[1], 'rpm', 'tpm')
+local r_ok, r_tat, r_rem, r_reset, r_retry = true, nil, -1, 0, 0
+local t_ok, t_tat, t_rem, t_reset, t_retry = true, nil, -1, 0, 0
+local cost = 0
+if rpm > 0 then r_ok, r_tat, r_rem, r_reset, r_retry = gcra(tonumber(tats[1]), rpm, 1) end
+if tpm > 0 then
+  cost = math.min(tonumber(ARGV[4]), tpm)
+  t_ok, t_tat, t_rem, t_reset, t_retry = gcra(tonumber(tats[2]), tpm, cost)
+end
+local window = {r_rem, math.floor(r_reset), t_rem, math.floor(t_reset)}
+
+local concurrency = tonumber(ARGV[3])
+if concurrency > 0 and redis.call('ZCARD', KEYS[2]) >= concurrency then
+  return {'limited', 'concurrency', tonumber(ARGV[12]), unpack(window)}
+end
+if not r_ok then return {'limited', 'rpm', math.ceil(r_retry), unpack(window)} end
+if not t_ok then return {'limited', 'tpm', math.ceil(t_retry), unpack(window)} end
+
+if rpm > 0 then redis.call('HSET', KEYS[1], 'rpm', string.format('%.3f', r_tat)) end
+if tpm > 0 then redis.call('HSET', KEYS[1], 'tpm', string.format('%.3f', t_tat)) end
+if rpm > 0 or tpm > 0 then redis.call('PEXPIRE', KEYS[1], 2 * PERIOD) end
+local ttl = tonumber(ARGV[8])
+if ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[7])
+  redis.call('PEXPIRE', KEYS[2], 2 * ttl)
+end
+if ARGV[9] == '1' then
+  redis.call('HSET', KEYS[4], 'h', ARGV[10], 'o', ARGV[11])
+  redis.call('PEXPIRE', KEYS[4], ttl)
+end
+return {'granted', cost, unpack(window)}

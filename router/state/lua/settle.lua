@@ -1,0 +1,38 @@
+-- settle: release the lease, reconcile TPM, add usage, append the record, keep or drop the
+-- idempotency claim. With usage or a record it is applied once per settlement key, so an
+-- outbox replay of a write whose reply was lost changes nothing.
+-- KEYS: 1 gcra hash, 2 leases zset, 3 done marker, 4 claim hash, 5 ledger stream, 6.. use hashes
+-- ARGV: 1 hold ("" none), 2 tpm, 3 tpm delta, 4 tokens, 5 nanos, 6 record ("" none),
+--       7 settlement key, 8 claim? (1/0), 9 store? (1/0), 10 status, 11 stream (1/0), 12 body,
+--       13 retention ms, 14.. ttl ms of each use hash (0: none)
+local tokens, nanos = tonumber(ARGV[4]), tonumber(ARGV[5])
+if ARGV[6] ~= '' or tokens ~= 0 or nanos ~= 0 then
+  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[13]) then return 0 end
+end
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+local tpm, delta = tonumber(ARGV[2]), tonumber(ARGV[3])
+if tpm > 0 and delta ~= 0 then
+  local tat = tonumber(redis.call('HGET', KEYS[1], 'tpm'))
+  if tat then redis.call('HSET', KEYS[1], 'tpm', string.format('%.3f', tat + delta * 60000 / tpm)) end
+end
+if tokens ~= 0 or nanos ~= 0 then
+  for i = 6, #KEYS do
+    redis.call('HINCRBY', KEYS[i], 't', tokens)
+    redis.call('HINCRBY', KEYS[i], 'n', nanos)
+    local ttl = tonumber(ARGV[8 + i])
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+  end
+end
+if ARGV[6] ~= '' then redis.call('XADD', KEYS[5], '*', 'r', ARGV[6]) end
+if ARGV[8] == '1' then
+  local c = redis.call('HMGET', KEYS[4], 'o', 's')
+  if c[1] == ARGV[7] and not c[2] then
+    if ARGV[9] == '1' then
+      redis.call('HSET', KEYS[4], 's', ARGV[10], 'k', ARGV[11], 'b', ARGV[12])
+      redis.call('PEXPIRE', KEYS[4], ARGV[13])
+    else
+      redis.call('DEL', KEYS[4])
+    end
+  end
+end
+return 1

@@ -1,0 +1,207 @@
+"""The memory store: the one-process sidecar's state, each step an await-free update.
+
+Steps run to completion between awaits, so they are as atomic here as a Lua script is in
+Redis. The ledger is a bounded list per scope, plus an optional JSONL file that survives
+the process (what `router ledger` reads when state is in memory).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import gcra
+from .base import (
+    CONCURRENCY_RETRY,
+    Answer,
+    Ask,
+    Conflict,
+    Granted,
+    Limited,
+    Replay,
+    Reused,
+    Settle,
+    Spent,
+    Stored,
+    Used,
+    Window,
+)
+
+LEDGER_MAX = 100_000
+"""Records kept in memory per scope; the JSONL file (state.ledger_file) keeps them all."""
+
+
+@dataclass(slots=True)
+class _Claim:
+    body_hash: str
+    owner: str
+    expires: float
+    stored: Stored | None = None
+
+
+@dataclass(slots=True)
+class _Scope:
+    tat: dict[str, float] = field(default_factory=dict)
+    leases: dict[str, float] = field(default_factory=dict)
+    held_tokens: int = 0
+    held_nanos: int = 0
+    used: dict[str, list[int]] = field(default_factory=dict)
+    claims: dict[str, _Claim] = field(default_factory=dict)
+    done: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    ledger: deque[tuple[float, bytes]] = field(default_factory=lambda: deque(maxlen=LEDGER_MAX))
+
+
+class MemoryStore:
+    def __init__(
+        self,
+        *,
+        lease_ttl: float = 30.0,
+        retention: float = 86400.0,
+        ledger_file: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._lease_ttl = lease_ttl
+        self._retention = retention
+        self._clock = clock
+        self._ledger_file = Path(ledger_file) if ledger_file else None
+        self._scopes: dict[str, _Scope] = {}
+
+    def _scope(self, name: str) -> _Scope:
+        scope = self._scopes.get(name)
+        if scope is None:
+            scope = self._scopes[name] = _Scope()
+        return scope
+
+    async def acquire(self, ask: Ask) -> Answer:
+        now = self._clock()
+        s = self._scope(ask.scope)
+        if ask.claim is not None:
+            claim = s.claims.get(ask.claim.key)
+            if claim is not None and claim.expires <= now:  # its replica died mid-request
+                del s.claims[ask.claim.key]
+                claim = None
+            if claim is not None:
+                if claim.body_hash != ask.claim.body_hash:
+                    return Reused()
+                return Replay(claim.stored) if claim.stored is not None else Conflict()
+        self._expire_leases(s, now)
+        if ask.allowance_tokens >= 0 or ask.allowance_nanos >= 0:
+            used = s.used.get(ask.period, [0, 0])
+            if (ask.allowance_tokens >= 0 and used[0] + s.held_tokens >= ask.allowance_tokens) or (
+                ask.allowance_nanos >= 0 and used[1] + s.held_nanos >= ask.allowance_nanos
+            ):
+                return Spent()
+        rpm = gcra.check(s.tat.get("rpm"), now, limit=ask.rpm, cost=1) if ask.rpm else None
+        cost = min(ask.tokens, ask.tpm)
+        tpm = gcra.check(s.tat.get("tpm"), now, limit=ask.tpm, cost=cost) if ask.tpm else None
+        window = Window(
+            rpm_remaining=rpm.remaining if rpm else -1,
+            rpm_reset=rpm.reset if rpm else 0.0,
+            tpm_remaining=tpm.remaining if tpm else -1,
+            tpm_reset=tpm.reset if tpm else 0.0,
+        )
+        if ask.concurrency and len(s.leases) >= ask.concurrency:
+            return Limited("concurrency", CONCURRENCY_RETRY, window)
+        if rpm is not None and not rpm.allowed:
+            return Limited("rpm", rpm.retry_after, window)
+        if tpm is not None and not tpm.allowed:
+            return Limited("tpm", tpm.retry_after, window)
+        if rpm is not None:
+            s.tat["rpm"] = rpm.tat
+        if tpm is not None:
+            s.tat["tpm"] = tpm.tat
+        hold = None
+        if ask.lease:
+            hold = ask.hold
+            s.leases[hold] = now + self._lease_ttl
+            tokens, nanos = _amounts(hold)
+            s.held_tokens += tokens
+            s.held_nanos += nanos
+        if ask.claim is not None:
+            s.claims[ask.claim.key] = _Claim(ask.claim.body_hash, ask.claim.owner, now + self._lease_ttl)
+        return Granted(window, hold, cost if ask.tpm else 0)
+
+    async def settle(self, settle: Settle) -> bool:
+        now = self._clock()
+        s = self._scope(settle.scope)
+        if settle.once:
+            self._expire_done(s, now)
+            if settle.settlement_key in s.done:
+                return False
+            s.done[settle.settlement_key] = now + self._retention
+        if settle.hold is not None and s.leases.pop(settle.hold, None) is not None:
+            tokens, nanos = _amounts(settle.hold)
+            s.held_tokens -= tokens
+            s.held_nanos -= nanos
+        if settle.tpm and settle.tpm_delta:
+            tat = gcra.reconcile(s.tat.get("tpm"), limit=settle.tpm, delta=settle.tpm_delta)
+            if tat is not None:
+                s.tat["tpm"] = tat
+        if settle.tokens or settle.cost_nanos:
+            for period in settle.periods:
+                used = s.used.setdefault(period, [0, 0])
+                used[0] += settle.tokens
+                used[1] += settle.cost_nanos
+        if settle.record is not None:
+            s.ledger.append((now, settle.record))
+            if self._ledger_file is not None:
+                with self._ledger_file.open("ab") as f:
+                    f.write(settle.record + b"\n")
+        if settle.claim_key is not None:
+            claim = s.claims.get(settle.claim_key)
+            if claim is not None and claim.owner == settle.settlement_key and claim.stored is None:
+                if settle.stored is None:
+                    del s.claims[settle.claim_key]
+                else:
+                    claim.stored = settle.stored
+                    claim.expires = now + self._retention
+        return True
+
+    async def renew(self, scope: str, holds: Sequence[str], claims: Sequence[tuple[str, str]]) -> None:
+        now = self._clock()
+        s = self._scope(scope)
+        for hold in holds:
+            if hold in s.leases:
+                s.leases[hold] = now + self._lease_ttl
+        for key, owner in claims:
+            claim = s.claims.get(key)
+            if claim is not None and claim.owner == owner and claim.stored is None:
+                claim.expires = now + self._lease_ttl
+        for key in [k for k, c in s.claims.items() if c.expires <= now]:
+            del s.claims[key]
+
+    async def usage(self, scope: str, periods: Sequence[str]) -> dict[str, Used]:
+        s = self._scope(scope)
+        return {p: Used(*s.used[p]) if p in s.used else Used() for p in periods}
+
+    async def records(self, scope: str, *, since: float = 0.0) -> list[bytes]:
+        return [record for at, record in self._scope(scope).ledger if at >= since]
+
+    async def ping(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    def _expire_leases(self, s: _Scope, now: float) -> None:
+        expired = [hold for hold, expires in s.leases.items() if expires <= now]
+        for hold in expired:  # a replica (here: a task) that never settled: give it back
+            del s.leases[hold]
+            tokens, nanos = _amounts(hold)
+            s.held_tokens -= tokens
+            s.held_nanos -= nanos
+
+    def _expire_done(self, s: _Scope, now: float) -> None:
+        while s.done:
+            expires = next(iter(s.done.values()))
+            if expires > now:
+                break
+            s.done.popitem(last=False)
+
+
+def _amounts(hold: str) -> tuple[int, int]:
+    _, tokens, nanos = hold.rsplit("|", 2)
+    return int(tokens), int(nanos)

@@ -1,0 +1,228 @@
+"""One contract for every Store: memory, a real redis-server, and a real 3-master Redis Cluster.
+
+Each test runs against all three backends. Time in Redis is Redis `TIME`, so the tests that
+need time to pass (expiry) sleep for it, with generous margins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+
+import orjson
+import pytest
+
+from router.state import (
+    Ask,
+    Claim,
+    Conflict,
+    Granted,
+    Limited,
+    MemoryStore,
+    Replay,
+    Reused,
+    Settle,
+    Spent,
+    Store,
+    Stored,
+)
+from router.state.redis import RedisStore
+from tests.redis_rig import RedisCluster, RedisServer
+
+BACKENDS = ["memory", "redis", "cluster"]
+MakeStore = Callable[..., Store]
+
+
+@pytest.fixture(params=BACKENDS)
+async def make_store(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[MakeStore]:
+    made: list[Store] = []
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("fresh_redis")
+        url, cluster = server.url, False
+    elif request.param == "cluster":
+        nodes: RedisCluster = request.getfixturevalue("redis_cluster")
+        nodes.flush()
+        url, cluster = nodes.url.replace("+cluster", ""), True
+
+    def make(**options: float) -> Store:
+        store: Store
+        if request.param == "memory":
+            store = MemoryStore(**options)
+        else:
+            store = RedisStore(url, cluster=cluster, timeout=2.0, **options)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.aclose()
+
+
+@pytest.fixture
+def store(make_store: MakeStore) -> Store:
+    return make_store()
+
+
+def lease() -> str:
+    return os.urandom(6).hex()
+
+
+def record(n: int) -> bytes:
+    return orjson.dumps({"n": n})
+
+
+async def test_rpm_admits_a_burst_of_the_limit_then_says_when(store: Store) -> None:
+    answers = [await store.acquire(Ask("c:a", rpm=5)) for _ in range(6)]
+    assert all(isinstance(a, Granted) for a in answers[:5])
+    assert [a.window.rpm_remaining for a in answers[:5]] == [4, 3, 2, 1, 0]  # type: ignore[union-attr]
+    last = answers[5]
+    assert isinstance(last, Limited) and last.limit == "rpm"
+    assert 0 < last.retry_after <= 12.5  # one request refills every 60 / 5 s
+
+
+async def test_concurrent_acquires_admit_exactly_the_limit(store: Store) -> None:
+    answers = await asyncio.gather(*(store.acquire(Ask("c:a", rpm=20)) for _ in range(60)))
+    assert sum(isinstance(a, Granted) for a in answers) == 20
+
+
+async def test_a_refused_request_consumes_nothing(store: Store) -> None:
+    first = await store.acquire(Ask("c:a", rpm=10, tpm=100, tokens=80))
+    assert isinstance(first, Granted) and first.window.rpm_remaining == 9
+    refused = await store.acquire(Ask("c:a", rpm=10, tpm=100, tokens=80))
+    assert isinstance(refused, Limited) and refused.limit == "tpm"
+    after = await store.acquire(Ask("c:a", rpm=10, tpm=100, tokens=10))
+    assert isinstance(after, Granted)
+    assert after.window.rpm_remaining == 8  # the refused one took no request from the window
+    assert after.window.tpm_remaining == 10
+
+
+async def test_tpm_reserves_the_estimate_and_reconciles_with_real_usage(store: Store) -> None:
+    granted = await store.acquire(Ask("c:a", tpm=100, tokens=80))
+    assert isinstance(granted, Granted) and granted.tokens == 80
+    assert isinstance(await store.acquire(Ask("c:a", tpm=100, tokens=80)), Limited)
+    await store.settle(Settle("c:a", "s1", tpm=100, tpm_delta=10 - 80))  # it used 10
+    assert isinstance(await store.acquire(Ask("c:a", tpm=100, tokens=80)), Granted)
+
+
+async def test_an_estimate_over_the_whole_tpm_limit_is_capped_so_it_can_ever_run(store: Store) -> None:
+    granted = await store.acquire(Ask("c:a", tpm=100, tokens=5000))
+    assert isinstance(granted, Granted) and granted.tokens == 100
+
+
+async def test_concurrency_slots_are_leases_given_back_by_settle(store: Store) -> None:
+    holds = []
+    for _ in range(2):
+        answer = await store.acquire(Ask("c:a", concurrency=2, lease=lease()))
+        assert isinstance(answer, Granted) and answer.hold is not None
+        holds.append(answer.hold)
+    full = await store.acquire(Ask("c:a", concurrency=2, lease=lease()))
+    assert isinstance(full, Limited) and full.limit == "concurrency" and full.retry_after > 0
+    await store.settle(Settle("c:a", "s1", hold=holds[0]))
+    assert isinstance(await store.acquire(Ask("c:a", concurrency=2, lease=lease())), Granted)
+
+
+async def test_a_lease_nobody_renews_expires(make_store: MakeStore) -> None:
+    store = make_store(lease_ttl=0.3)
+    assert isinstance(await store.acquire(Ask("c:a", concurrency=1, lease=lease())), Granted)
+    assert isinstance(await store.acquire(Ask("c:a", concurrency=1, lease=lease())), Limited)
+    await asyncio.sleep(0.6)  # its replica died: nobody settles or renews it
+    assert isinstance(await store.acquire(Ask("c:a", concurrency=1, lease=lease())), Granted)
+
+
+async def test_a_renewed_lease_stays(make_store: MakeStore) -> None:
+    store = make_store(lease_ttl=0.6)
+    granted = await store.acquire(Ask("c:a", concurrency=1, lease=lease()))
+    assert isinstance(granted, Granted) and granted.hold is not None
+    for _ in range(3):
+        await asyncio.sleep(0.3)
+        await store.renew("c:a", [granted.hold], [])
+    assert isinstance(await store.acquire(Ask("c:a", concurrency=1, lease=lease())), Limited)
+
+
+async def test_a_token_budget_counts_reservations_in_flight(store: Store) -> None:
+    budget = {"allowance_tokens": 100, "period": "total"}
+    first = await store.acquire(Ask("c:a", tokens=60, lease=lease(), **budget))  # type: ignore[arg-type]
+    second = await store.acquire(Ask("c:a", tokens=60, lease=lease(), **budget))  # type: ignore[arg-type]
+    assert isinstance(first, Granted) and isinstance(second, Granted)
+    # 120 reserved of 100: the overdraw is at most the last request's reservation.
+    assert isinstance(await store.acquire(Ask("c:a", tokens=1, lease=lease(), **budget)), Spent)  # type: ignore[arg-type]
+    assert first.hold is not None and second.hold is not None
+    await store.settle(Settle("c:a", "s1", hold=first.hold, tokens=30, periods=("total",), record=record(1)))
+    await store.settle(Settle("c:a", "s2", hold=second.hold, tokens=30, periods=("total",), record=record(2)))
+    assert (await store.usage("c:a", ["total"]))["total"].tokens == 60
+    # 60 spent + 50 held: the next is refused even though nothing more has been spent yet.
+    assert isinstance(await store.acquire(Ask("c:a", tokens=50, lease=lease(), **budget)), Granted)  # type: ignore[arg-type]
+    assert isinstance(await store.acquire(Ask("c:a", tokens=1, lease=lease(), **budget)), Spent)  # type: ignore[arg-type]
+
+
+async def test_a_cost_budget_in_nanos(store: Store) -> None:
+    budget = {"allowance_nanos": 1_000, "period": "2026-11"}
+    granted = await store.acquire(Ask("c:a", cost_nanos=900, lease=lease(), **budget))  # type: ignore[arg-type]
+    assert isinstance(granted, Granted)
+    await store.settle(Settle("c:a", "s1", hold=granted.hold, cost_nanos=1_000, periods=("2026-11",)))
+    assert isinstance(await store.acquire(Ask("c:a", cost_nanos=1, lease=lease(), **budget)), Spent)  # type: ignore[arg-type]
+    assert isinstance(
+        await store.acquire(Ask("c:a", cost_nanos=1, lease=lease(), period="2026-12", allowance_nanos=1_000)),
+        Granted,
+    )
+
+
+async def test_a_settlement_is_applied_once_however_often_it_is_replayed(store: Store) -> None:
+    settle = Settle("c:a", "stl_1", tokens=7, cost_nanos=3, periods=("2026-11-22", "total"), record=record(1))
+    assert await store.settle(settle) is True
+    assert await store.settle(settle) is False  # an outbox replay of a write whose reply was lost
+    usage = await store.usage("c:a", ["2026-11-22", "total", "2026-11-23"])
+    assert (usage["2026-11-22"].tokens, usage["total"].cost_nanos, usage["2026-11-23"].tokens) == (7, 3, 0)
+    assert await store.records("c:a") == [record(1)]
+
+
+async def test_records_come_back_in_order_and_from_a_time(store: Store) -> None:
+    for n in range(3):
+        await store.settle(Settle("c:a", f"s{n}", tokens=1, periods=("total",), record=record(n)))
+    await asyncio.sleep(0.05)
+    middle = time.time()
+    await store.settle(Settle("c:a", "s3", tokens=1, periods=("total",), record=record(3)))
+    assert await store.records("c:a") == [record(n) for n in range(4)]
+    assert await store.records("c:a", since=middle - 0.01) == [record(3)]
+    assert await store.records("c:b") == []
+
+
+async def test_idempotency_conflict_reuse_and_replay(store: Store) -> None:
+    claim = Claim("key-1", "hash-a", "stl_1")
+    first = await store.acquire(Ask("c:a", claim=claim))
+    assert isinstance(first, Granted)
+    assert isinstance(await store.acquire(Ask("c:a", claim=Claim("key-1", "hash-a", "stl_2"))), Conflict)
+    assert isinstance(await store.acquire(Ask("c:a", claim=Claim("key-1", "hash-b", "stl_3"))), Reused)
+    stored = Stored("stl_1", 200, True, b"data: {}\n\ndata: [DONE]\n\n")
+    await store.settle(Settle("c:a", "stl_1", claim_key="key-1", stored=stored, record=record(1), tokens=1))
+    again = await store.acquire(Ask("c:a", claim=Claim("key-1", "hash-a", "stl_4")))
+    assert isinstance(again, Replay) and again.stored == stored
+    assert isinstance(await store.acquire(Ask("c:a", claim=Claim("key-1", "hash-b", "stl_5"))), Reused)
+    # The key is the client's: another client's same key is a different request.
+    assert isinstance(await store.acquire(Ask("c:b", claim=Claim("key-1", "hash-a", "stl_6"))), Granted)
+
+
+async def test_a_claim_let_go_runs_fresh_and_only_its_owner_can_let_go(store: Store) -> None:
+    assert isinstance(await store.acquire(Ask("c:a", claim=Claim("k", "h", "stl_1"))), Granted)
+    await store.settle(Settle("c:a", "stl_other", claim_key="k"))  # not the owner: nothing happens
+    assert isinstance(await store.acquire(Ask("c:a", claim=Claim("k", "h", "stl_2"))), Conflict)
+    await store.settle(Settle("c:a", "stl_1", claim_key="k"))  # a failure a retry may fix: let go
+    assert isinstance(await store.acquire(Ask("c:a", claim=Claim("k", "h", "stl_3"))), Granted)
+
+
+async def test_a_limited_request_takes_no_claim(store: Store) -> None:
+    assert isinstance(await store.acquire(Ask("c:a", rpm=1)), Granted)
+    refused = await store.acquire(Ask("c:a", rpm=1, claim=Claim("k", "h", "stl_1")))
+    assert isinstance(refused, Limited)
+    assert isinstance(await store.acquire(Ask("c:a", claim=Claim("k", "h", "stl_2"))), Granted)
+
+
+async def test_a_claim_whose_replica_died_expires(make_store: MakeStore) -> None:
+    store = make_store(lease_ttl=0.3)
+    assert isinstance(await store.acquire(Ask("c:a", claim=Claim("k", "h", "stl_1"))), Granted)
+    await asyncio.sleep(0.6)
+    assert isinstance(await store.acquire(Ask("c:a", claim=Claim("k", "h", "stl_2"))), Granted)
