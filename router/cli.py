@@ -1,4 +1,4 @@
-"""The `router` command: serve, check, sim, keys."""
+"""The `router` command: serve, check, sim, ledger, keys."""
 
 from __future__ import annotations
 
@@ -62,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--chunk-gap", default="0ms", help="delay between streamed chunks")
     sim.add_argument("--keys", default=None, help="comma-separated keys to accept (default: any)")
     sim.set_defaults(run=_sim)
+
+    ledger = commands.add_parser("ledger", help="print settlement records as JSON lines")
+    ledger.add_argument("--config", default=None)
+    ledger.add_argument("--client", default=None, help="only this client's records")
+    ledger.add_argument(
+        "--since", default=None, help="from this time: 2026-11-22, 2026-11-22T08:00:00Z, or an age like 1h"
+    )
+    ledger.set_defaults(run=_ledger)
 
     keys = commands.add_parser("keys", help="client keys")
     key_commands = keys.add_subparsers(dest="keys_command", metavar="SUBCOMMAND", required=True)
@@ -259,6 +267,53 @@ def _sim(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+# -- ledger -----------------------------------------------------------------------------
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from . import ledger
+    from .state import StateError
+
+    config = _load(args.config, demo=True)  # reading records needs no provider keys
+    if config is None:
+        return 1
+    since = _since(args.since)
+    if since is None:
+        print(
+            f"router ledger: --since {args.since!r}: expected a date, a date-time or an age like 1h",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        records = asyncio.run(ledger.read(config, client=args.client, since=since))
+    except (OSError, StateError) as error:
+        print(f"router ledger: {error}", file=sys.stderr)
+        return 1
+    out = sys.stdout.buffer
+    for record in records:
+        out.write(orjson.dumps(record) + b"\n")
+    out.flush()
+    return 0
+
+
+def _since(text: str | None) -> float | None:
+    """--since: an ISO date or date-time (UTC unless it says otherwise), or an age ("90m", "1h")."""
+    import datetime
+
+    if not text:
+        return 0.0
+    age = configuration.parse_duration(text)
+    if age is not None:
+        return datetime.datetime.now(datetime.UTC).timestamp() - age
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
 
 
 # -- keys -------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ _WHY = {
     Status.NOT_SERVED: "has no channel for this model",
     Status.OPEN: "is failing",
     Status.COOLING: "is rate limited",
+    "at_limit": "is at its configured limit",
 }
 
 BACKOFF_BASE = 0.05

@@ -261,9 +261,8 @@ class Health:
             key.rate_limits += 1
         key.cooling_until = max(key.cooling_until, self._clock() + retry_after)
 
-    def exhausted(self, target: Target, *, for_seconds: float = EXHAUSTED_COOLDOWN) -> None:
-        """Out of quota: the provider said so (402), or our own `quota` is spent until it rolls."""
-        self._keys[key_id(target)].exhausted_until = self._clock() + for_seconds
+    def exhausted(self, target: Target) -> None:
+        self._keys[key_id(target)].exhausted_until = self._clock() + EXHAUSTED_COOLDOWN
 
     def rejected(self, target: Target) -> None:
         """Our key was refused (401/403): an ops problem, until reload or undrain."""

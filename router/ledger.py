@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -53,6 +54,7 @@ from .state import (
     Spent,
     StateUnavailableError,
     Stored,
+    open_store,
 )
 from .types import JSON, Usage
 
@@ -220,6 +222,41 @@ class Ledger:
                 used = await self.state.usage(scope, wanted)
                 providers.setdefault(provider.name, {})[key.name] = _usage_row(used, provider.quota)
         return {"periods": {"day": day, "month": month}, "clients": clients, "providers": providers}
+
+
+async def read(config: Config, *, client: str | None = None, since: float = 0.0) -> list[JSON]:
+    """Settlement records, oldest first (`router ledger`). With memory state they come from
+    `state.ledger_file`, the only place they outlive the serving process."""
+    names = [client] if client else [c.name for c in config.clients] or [limits.ANONYMOUS]
+    if config.state.url.startswith("memory://"):
+        path = config.state.ledger_file
+        if path is None:
+            raise FileNotFoundError(
+                "state.url is memory:// and state.ledger_file is not set: the records lived in the "
+                "serving process only. Set state.ledger_file (or use Redis) to keep them."
+            )
+        found = []
+        with open(path, "rb") as lines:
+            for line in lines:
+                if line.strip():
+                    record = orjson.loads(line)
+                    owner = record.get("client") or limits.ANONYMOUS
+                    if owner in names and _epoch(record["started_at"]) >= since:
+                        found.append(record)
+        return found
+    store = open_store(config.state).store
+    try:
+        found = []
+        for name in names:
+            scope = "c:" + name
+            found += [orjson.loads(r) for r in await store.records(scope, since=since)]
+    finally:
+        await store.aclose()
+    return sorted(found, key=lambda r: r["started_at"])
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
 
 
 def _usage_row(used: Mapping[str, object], allowance: Allowance | None) -> JSON:

@@ -54,6 +54,9 @@ class Proxy:
         self._sticky = config.routing.sticky == "conversation"
         self._max_attempts = config.routing.max_attempts
         self._total = config.routing.timeouts.total
+        self._limited: dict[Target, tuple[float, bool]] = {}
+        """Keys at their providers.yaml limit (until when, and whether it is the quota), as the
+        shared store last said: skipped without asking again. Never waited for: SPEC §8."""
 
     async def forward(
         self,
@@ -74,7 +77,7 @@ class Proxy:
         self._budget.request()
         while ctx.attempts < self._max_attempts:
             now = loop.time()
-            candidates = [t for t in targets if t not in left_alone]
+            candidates = [t for t in targets if t not in left_alone and not self._at_limit(t, now)]
             views = {t: self._health.view(t, now, stream=stream) for t in candidates}
             plan = routing.plan(
                 candidates, views, now=now, strategy=self._strategy, rng=self._rng,
@@ -97,12 +100,8 @@ class Proxy:
             target = choice.target
             if ticket is not None:
                 refusal = await ticket.reserve_key(target)
-                if refusal is not None:  # at our own limit for this key: skip it, as every replica will
-                    if refusal.quota:
-                        self._health.exhausted(target, for_seconds=refusal.wait)
-                    else:
-                        self._health.rate_limited(target, refusal.wait)
-                    left_alone.add(target)
+                if refusal is not None:  # at our own limit for this key: skip it until it has room
+                    self._limited[target] = (loop.time() + refusal.wait, refusal.quota)
                     continue
             lease = self._health.begin(target, fail_open=choice.fail_open)
             if lease is None:
@@ -173,10 +172,23 @@ class Proxy:
         failures.deadline_passed = now >= deadline
         views = {t: self._health.view(t, now) for t in targets}
         failures.states = {key_id(t): v.status for t, v in views.items()}
+        limited = {t: self._limited[t] for t in targets if self._at_limit(t, now)}
+        for t, (_, quota) in limited.items():
+            failures.states[key_id(t)] = Status.EXHAUSTED if quota else "at_limit"
         if failures.waiting is None:  # when the soonest rate-limited target is ready, for Retry-After
             cooling = [v.ready_at - now for v in views.values() if v.status is Status.COOLING]
+            cooling += [until - now for until, quota in limited.values() if not quota]
             failures.waiting = min(cooling, default=None)
         return failures.final()
+
+    def _at_limit(self, target: Target, now: float) -> bool:
+        limited = self._limited.get(target)
+        if limited is None:
+            return False
+        if limited[0] <= now:
+            del self._limited[target]
+            return False
+        return True
 
     def _first_translatable(
         self,

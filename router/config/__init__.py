@@ -1,5 +1,6 @@
 """The configuration: providers.yaml + environment -> frozen, validated objects."""
 
+from .expand import parse_duration
 from .load import ConfigError, default_path, load, parse
 from .model import (
     Admin,
@@ -45,4 +46,5 @@ __all__ = [
     "default_path",
     "load",
     "parse",
+    "parse_duration",
 ]

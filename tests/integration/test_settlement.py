@@ -1,0 +1,442 @@
+"""Limits, budgets, settlement and idempotency through a running router, on every backend.
+
+Each test runs with state in memory, in a real redis-server and in a real Redis Cluster.
+After each, the usage counters of every client equal the sum of its ledger records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from router import config as configuration
+from router import ledger
+from router.sim import SimServer
+from tests.conftest import CLIENT_KEY, RouterThread, provider_yaml
+from tests.redis_rig import RedisCluster, RedisServer
+
+Sim = Callable[..., SimServer]
+Router = Callable[..., RouterThread]
+ADMIN = {"Authorization": "Bearer admin-secret"}
+AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+@dataclass
+class Backend:
+    name: str
+    url: str
+    ledger_file: Path | None = None
+
+    def state_yaml(self) -> str:
+        extra = f", ledger_file: {self.ledger_file}" if self.ledger_file else ""
+        return f'state: {{url: "{self.url}"{extra}}}\n'
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "memory":
+        return Backend("memory", "memory://", tmp_path / "ledger.jsonl")
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("fresh_redis")
+        return Backend("redis", server.url)
+    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+    cluster.flush()
+    return Backend("cluster", cluster.url)
+
+
+def config(backend: Backend, *providers: str, client: str = "", anonymous: bool = False) -> str:
+    text = backend.state_yaml() + "admin: {key: admin-secret}\n"
+    if not anonymous:
+        text += f"clients:\n  - name: team\n    key: {CLIENT_KEY}\n"
+        text += "".join(f"    {line}\n" for line in client.splitlines() if line.strip())
+    return text + "providers:\n" + "".join(providers)
+
+
+def records(r: RouterThread) -> list[dict[str, Any]]:
+    return asyncio.run(ledger.read(r.config))
+
+
+def usage(r: RouterThread) -> dict[str, Any]:
+    response = httpx.get(r.url + "/admin/usage", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def assert_counters_match_ledger(r: RouterThread) -> list[dict[str, Any]]:
+    """The invariant of SPEC §6: every client's usage counters equal the sum of its records."""
+    found = records(r)
+    report = usage(r)["clients"]
+    for name, row in report.items():
+        mine = [x for x in found if (x["client"] or "_") == name]
+        assert row["total"]["tokens"] == sum(x["prompt_tokens"] + x["completion_tokens"] for x in mine)
+        assert row["total"]["cost"] == pytest.approx(sum(x["cost"] for x in mine), abs=1e-9)
+    return found
+
+
+@pytest.fixture
+def settled() -> Iterator[list[RouterThread]]:
+    """Routers registered here get the counters-equal-ledger check after the test."""
+    routers: list[RouterThread] = []
+    yield routers
+    for r in routers:
+        assert_counters_match_ledger(r)
+
+
+def chat(r: RouterThread, headers: dict[str, str] | None = None, **body: Any) -> httpx.Response:
+    return httpx.post(
+        r.url + "/v1/chat/completions",
+        headers={**AUTH, **(headers or {})},
+        json={"model": "gpt-4o", "messages": HELLO, **body},
+        timeout=15,
+    )
+
+
+def test_every_finished_request_writes_one_record(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity")
+    price = "{price: {input: 2.5, output: 10}}"
+    r = router(config(backend, provider_yaml("trinity", server, {"gpt-4o": price})))
+    settled.append(r)
+    plain = chat(r)
+    streamed = chat(r, stream=True)
+    assert plain.status_code == streamed.status_code == 200
+    keys = [plain.headers["x-settlement-key"], streamed.headers["x-settlement-key"]]
+    found = records(r)
+    assert [x["settlement_key"] for x in found] == keys
+    first = found[0]
+    assert first["client"] == "team" and first["provider"] == "trinity" and first["key"] == "trinity-0"
+    assert first["model"] == "gpt-4o" and first["usage_source"] == "provider" and first["status"] == 200
+    reported = plain.json()["usage"]
+    assert (first["prompt_tokens"], first["completion_tokens"]) == (
+        reported["prompt_tokens"],
+        reported["completion_tokens"],
+    )
+    expected = (reported["prompt_tokens"] * 2.5 + reported["completion_tokens"] * 10) / 1e6
+    assert first["cost"] == pytest.approx(expected)
+    assert found[1]["usage_source"] == "provider"  # router asked trinity for stream usage
+    assert first["request_id"] == plain.headers["x-request-id"]
+
+
+def test_a_stream_without_provider_usage_is_settled_with_an_estimate(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("real200")  # documents no usage in streams
+    r = router(config(backend, provider_yaml("real200", server, ["gpt-4o"], stream_usage="false")))
+    settled.append(r)
+    assert chat(r, stream=True).status_code == 200
+    (record,) = records(r)
+    assert record["usage_source"] == "estimated"
+    assert record["completion_tokens"] > 0 and record["prompt_tokens"] > 0
+
+
+def test_failures_before_upstream_work_store_nothing(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity")
+    r = router(config(backend, provider_yaml("trinity", server, ["gpt-4o"]), client="limits: {rpm: 1}"))
+    settled.append(r)
+    assert chat(r).status_code == 200
+    refused = chat(r, headers={"X-Idempotency-Key": "k1"})
+    assert refused.status_code == 429
+    assert "x-settlement-key" not in refused.headers
+    assert len(records(r)) == 1
+
+
+def test_a_client_over_its_rpm_gets_429_with_openai_headers(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity")
+    r = router(config(backend, provider_yaml("trinity", server, ["gpt-4o"]), client="limits: {rpm: 3}"))
+    settled.append(r)
+    answers = [chat(r) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert answers[0].headers["x-ratelimit-limit-requests"] == "3"
+    assert answers[0].headers["x-ratelimit-remaining-requests"] == "2"
+    assert answers[2].headers["x-ratelimit-remaining-requests"] == "0"
+    refused = answers[3]
+    error = refused.json()["error"]
+    assert error["code"] == "rate_limit_exceeded" and error["type"] == "rate_limit_exceeded"
+    assert 1 <= int(refused.headers["retry-after"]) <= 20
+    assert refused.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert server.chat_requests == 3
+
+
+def test_a_client_over_its_token_budget_gets_402(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity")
+    r = router(
+        config(backend, provider_yaml("trinity", server, ["gpt-4o"]), client="budget: {tokens: 60, per: day}")
+    )
+    settled.append(r)
+    statuses = [chat(r, max_tokens=5).status_code for _ in range(8)]  # each uses ~10 tokens
+    assert statuses[0] == 200 and statuses[-1] == 402
+    spent = chat(r, max_tokens=5).json()["error"]
+    assert spent["code"] == "insufficient_quota" and spent["type"] == "insufficient_quota"
+    row = usage(r)["clients"]["team"]
+    assert row["limit"]["per"] == "day" and row["limit"]["remaining"] == 0
+    # Never overdrawn by more than one request's reservation (~25 prompt + 5 completion).
+    assert row["day"]["tokens"] <= 60 + 40
+
+
+def test_a_cost_budget_uses_the_price(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity")
+    price = "{price: {input: 1000, output: 1000}}"  # 0.001 per token
+    r = router(
+        config(
+            backend,
+            provider_yaml("trinity", server, {"gpt-4o": price}),
+            client="budget: {cost: 0.05, per: month}",
+        )
+    )
+    settled.append(r)
+    statuses = [chat(r, max_tokens=5).status_code for _ in range(7)]  # each costs ~0.01
+    assert statuses[:2] == [200, 200] and statuses[-1] == 402
+    assert usage(r)["clients"]["team"]["month"]["cost"] <= 0.05 + 0.04
+
+
+def test_a_provider_key_at_its_limit_is_skipped_then_429_with_the_soonest_retry(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    a, b = sim("trinity"), sim("real200")
+    r = router(
+        config(
+            backend,
+            provider_yaml("a", a, ["gpt-4o"], priority="1", limits="{rpm: 1}"),
+            provider_yaml("b", b, ["gpt-4o"], priority="2", limits="{rpm: 2}"),
+        )
+    )
+    settled.append(r)
+    answers = [chat(r) for _ in range(4)]
+    assert [x.headers.get("x-router-provider") for x in answers[:3]] == ["a", "b", "b"]
+    last = answers[3]
+    assert last.status_code == 429 and last.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(last.headers["retry-after"]) <= 30  # b refills one request every 30 s
+    assert (a.chat_requests, b.chat_requests) == (1, 2)
+
+
+def test_a_provider_key_out_of_quota_is_skipped_until_the_period_rolls(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    a, b = sim("trinity"), sim("real200")
+    r = router(
+        config(
+            backend,
+            provider_yaml("a", a, ["gpt-4o"], priority="1", quota="{tokens: 10, per: month}"),
+            provider_yaml("b", b, ["gpt-4o"], priority="2"),
+        )
+    )
+    settled.append(r)
+    providers = [chat(r, max_tokens=5).headers.get("x-router-provider") for _ in range(3)]
+    assert providers == ["a", "b", "b"]
+    report = usage(r)["providers"]
+    assert report["a"]["a-0"]["limit"]["remaining"] == 0
+    assert report["b"]["b-0"]["month"]["tokens"] > 0
+
+
+def test_idempotent_repeat_is_replayed_byte_for_byte(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity")
+    forward = "[X-Idempotency-Key]"
+    r = router(config(backend, provider_yaml("trinity", server, ["gpt-4o"], forward_headers=forward)))
+    settled.append(r)
+    key = {"X-Idempotency-Key": "order-42"}
+    first = chat(r, headers=key)
+    again = chat(r, headers=key)
+    assert first.status_code == again.status_code == 200
+    assert again.content == first.content
+    assert again.headers["x-settlement-key"] == first.headers["x-settlement-key"]
+    assert again.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
+    assert server.chat_requests == 1
+    assert len(records(r)) == 1
+    other = chat(r, headers=key, temperature=0.5)
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    # Idempotency-Key (no X-) is the same header.
+    assert chat(r, headers={"Idempotency-Key": "order-42"}).content == first.content
+    # Trinity documents the header: it is forwarded, so the provider charges once too.
+    assert server.requests[0].headers.get("x-idempotency-key") == "order-42"
+
+
+def test_an_idempotent_stream_is_replayed_as_the_same_stream(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity")
+    r = router(config(backend, provider_yaml("trinity", server, ["gpt-4o"])))
+    settled.append(r)
+    key = {"X-Idempotency-Key": "stream-1"}
+    first = chat(r, headers=key, stream=True)
+    again = chat(r, headers=key, stream=True)
+    assert again.headers["content-type"].startswith("text/event-stream")
+    assert again.content == first.content and again.content.endswith(b"data: [DONE]\n\n")
+    assert again.headers["idempotent-replayed"] == "true"
+    assert server.chat_requests == 1 and len(records(r)) == 1
+
+
+def test_a_repeat_while_the_first_runs_gets_409(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity", latency=0.5)
+    r = router(config(backend, provider_yaml("trinity", server, ["gpt-4o"])))
+    settled.append(r)
+    key = {"X-Idempotency-Key": "slow"}
+    results: list[httpx.Response] = []
+    first = threading.Thread(target=lambda: results.append(chat(r, headers=key)))
+    first.start()
+    time.sleep(0.2)
+    conflict = chat(r, headers=key)
+    different = chat(r, headers=key, temperature=1)
+    first.join()
+    assert conflict.status_code == 409 and conflict.headers["retry-after"] == "1"
+    assert conflict.json()["error"]["code"] == "idempotency_conflict"
+    assert different.status_code == 422  # SPEC §8: a different body is 422 even while running
+    assert results[0].status_code == 200 and server.chat_requests == 1
+
+
+def test_a_client_fault_answer_is_stored_but_a_retryable_failure_is_not(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity", faults="status=400,code=context_length_exceeded")
+    r = router(config(backend, provider_yaml("trinity", server, ["gpt-4o"])))
+    settled.append(r)
+    bad = chat(r, headers={"X-Idempotency-Key": "too-long"})
+    assert bad.status_code == 400
+    again = chat(r, headers={"X-Idempotency-Key": "too-long"})
+    assert again.content == bad.content and again.headers["idempotent-replayed"] == "true"
+    assert server.chat_requests == 1
+    server.set_faults("status=503")
+    failed = chat(r, headers={"X-Idempotency-Key": "flaky"})
+    assert failed.status_code == 502
+    server.set_faults("")
+    retried = chat(r, headers={"X-Idempotency-Key": "flaky"})
+    assert retried.status_code == 200 and "idempotent-replayed" not in retried.headers
+    statuses = [x["status"] for x in records(r)]
+    assert statuses == [400, 502, 200]
+
+
+def test_idempotency_keys_are_scoped_to_the_client(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity")
+    text = config(backend, provider_yaml("trinity", server, ["gpt-4o"]))
+    text = text.replace("providers:", "  - name: other\n    key: sk-other-client\nproviders:", 1)
+    r = router(text)
+    settled.append(r)
+    key = {"X-Idempotency-Key": "shared-name"}
+    mine = chat(r, headers=key)
+    theirs = chat(r, headers={**key, "Authorization": "Bearer sk-other-client"})
+    assert mine.status_code == theirs.status_code == 200
+    assert mine.headers["x-settlement-key"] != theirs.headers["x-settlement-key"]
+    assert server.chat_requests == 2
+
+
+def test_a_bad_idempotency_key_is_refused(backend: Backend, sim: Sim, router: Router) -> None:
+    server = sim("trinity")
+    r = router(config(backend, provider_yaml("trinity", server, ["gpt-4o"])))
+    answer = chat(r, headers={"X-Idempotency-Key": "x" * 256})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "x-idempotency-key"
+
+
+def test_with_no_clients_everyone_shares_one_scope(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity")
+    r = router(config(backend, provider_yaml("trinity", server, ["gpt-4o"]), anonymous=True))
+    settled.append(r)
+    first = chat(r, headers={"X-Idempotency-Key": "anon"})
+    assert chat(r, headers={"X-Idempotency-Key": "anon"}).content == first.content
+    (record,) = records(r)
+    assert record["client"] is None
+
+
+def test_a_client_that_leaves_mid_stream_is_still_settled_and_its_slot_freed(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity", chunks=40, chunk_gap=0.05)
+    r = router(
+        config(backend, provider_yaml("trinity", server, ["gpt-4o"]), client="limits: {concurrency: 1}")
+    )
+    settled.append(r)
+    with httpx.stream(
+        "POST",
+        r.url + "/v1/chat/completions",
+        headers=AUTH,
+        json={"model": "gpt-4o", "messages": HELLO, "stream": True},
+    ) as response:
+        next(response.iter_bytes())
+    left = time.monotonic()
+    while chat(r).status_code == 429:  # the slot comes back once the router notices
+        assert time.monotonic() - left < 1.5
+        time.sleep(0.05)
+    found = records(r)
+    assert [x["outcome"] for x in found] == ["client_disconnected", "completed"]
+    assert found[0]["usage_source"] == "estimated"
+
+
+def test_with_an_idempotency_key_a_stream_is_finished_after_the_client_leaves(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity", chunks=20, chunk_gap=0.02)
+    r = router(config(backend, provider_yaml("trinity", server, ["gpt-4o"])))
+    settled.append(r)
+    key = {**AUTH, "X-Idempotency-Key": "leave-early"}
+    body = {"model": "gpt-4o", "messages": HELLO, "stream": True}
+    with httpx.stream("POST", r.url + "/v1/chat/completions", headers=key, json=body) as response:
+        next(response.iter_bytes())
+    deadline = time.monotonic() + 5
+    while True:
+        again = httpx.post(r.url + "/v1/chat/completions", headers=key, json=body)
+        if again.status_code == 200:
+            break
+        assert again.status_code == 409 and time.monotonic() < deadline
+        time.sleep(0.1)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content.endswith(b"data: [DONE]\n\n") and again.content.count(b"data: ") >= 20
+    (record,) = records(r)
+    assert record["outcome"] == "completed" and record["usage_source"] == "provider"
+    assert server.chat_requests == 1
+
+
+def test_router_ledger_prints_records_as_json_lines(
+    backend: Backend, sim: Sim, router: Router, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from router.cli import main
+
+    server = sim("trinity")
+    text = config(backend, provider_yaml("trinity", server, ["gpt-4o"]))
+    r = router(text)
+    keys = [chat(r).headers["x-settlement-key"] for _ in range(2)]
+    path = tmp_path / "providers.yaml"
+    path.write_text(text)
+    assert main(["ledger", "--config", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [orjson.loads(line)["settlement_key"] for line in lines] == keys
+    assert main(["ledger", "--config", str(path), "--client", "nobody"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["ledger", "--config", str(path), "--since", "1h"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["ledger", "--config", str(path), "--since", "2999-01-01"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["ledger", "--config", str(path), "--since", "soon"]) == 2
+
+
+def test_config_parses_the_state_section() -> None:
+    parsed = configuration.parse(
+        "state: {url: 'redis+cluster://127.0.0.1:7000', timeout: 100ms, retention: 2h, replicas: 3}\n"
+        "providers: {p: {base_url: 'http://127.0.0.1:1', keys: [k], models: {m: {}}}}\n",
+        env={},
+    )
+    assert (parsed.state.timeout, parsed.state.retention, parsed.state.replicas) == (0.1, 7200.0, 3)
