@@ -28,7 +28,7 @@ from .errors import (
 )
 from .health import Status
 
-_WHY = {
+_WHY: dict[str, str] = {
     Status.DRAINED: "is drained",
     Status.BROKEN: "refused our key",
     Status.EXHAUSTED: "is out of quota",
@@ -103,7 +103,8 @@ class Failures:
     waiting: float | None = None
     """The soonest a cooling target would be ready, when that was past the deadline."""
     deadline_passed: bool = False
-    states: dict[str, Status] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)
+    """Why each target was not usable: a health Status, or "at_limit" (its configured limit)."""
     """Each target key's state when routing gave up, to say why in a 503."""
 
     def add(self, error: UpstreamError) -> None:

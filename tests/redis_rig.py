@@ -2,8 +2,8 @@
 
 Why real servers: the router's limits and exactly-once settlement rely on Redis semantics (Lua atomicity,
 cluster hash slots, connection loss) that fakes get subtly wrong. Every process is a child of the test run,
-bound to 127.0.0.1 on a free port, with persistence off and its own temp directory, and is only ever ended
-by its own PID, so parallel runs and a developer's own Redis are never touched.
+bound to 127.0.0.1 on a free port, with persistence off (unless extra_args turn it on) and its own temp
+directory, and is only ever ended by its own PID, so parallel runs and a developer's Redis are never touched.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _info_field(text: str, field: str) -> str | None:
 
 
 class RedisServer:
-    """One redis-server child process on 127.0.0.1, persistence off, that tests may kill and restart."""
+    """One redis-server child on 127.0.0.1, persistence off by default, that tests may kill and restart."""
 
     def __init__(self, extra_args: Sequence[str] = (), workdir: Path | None = None) -> None:
         """extra_args are appended to the command line; workdir (kept on close) defaults to a new temp dir."""
@@ -193,6 +193,10 @@ class RedisServer:
         self._port = free_port()
 
     def _argv(self) -> list[str]:
+        """The base options, then any subclass's, then extra_args last so they can override either."""
+        return [*self._base_args(), *self._extra_args]
+
+    def _base_args(self) -> list[str]:
         return [
             redis_server_path(),
             "--port", str(self.port),
@@ -202,7 +206,6 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", str(self._workdir),
             "--logfile", "",
-            *self._extra_args,
         ]  # fmt: skip
 
     def _launch(self, deadline: float) -> None:
@@ -232,6 +235,10 @@ class RedisServer:
                 raise RuntimeError(f"redis-server on port {self.port} did not answer PING in time:\n{output}")
             time.sleep(0.02)
 
+    def log_tail(self, limit: int = 4000) -> str:
+        """The end of this server's log, for failure messages."""
+        return self._log_since(0, limit)
+
     def _log_since(self, offset: int, limit: int = 4000) -> str:
         try:
             with self.log_path.open("rb") as log:
@@ -249,9 +256,14 @@ class RedisCluster:
     """Three cluster-mode masters (no replicas) owning slots 0-5460, 5461-10922, 10923-16383.
 
     Built with CLUSTER ADDSLOTSRANGE and CLUSTER MEET rather than redis-cli, so only redis-server is needed.
+    Each node has its own subdirectory (its log, nodes-<port>.conf and, if extra_args turn persistence on, its
+    AOF/RDB files), so restart() brings back the same cluster: same ports, node IDs, slots and persisted data.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, extra_args: Sequence[str] = ()) -> None:
+        """extra_args are appended to every node's command line, e.g. ["--appendonly", "yes",
+        "--appendfsync", "always"] so that writes survive stop() and come back with restart()."""
+        self._extra_args = list(extra_args)
         self._workdir = _make_dir("redis-rig-cluster-")
         self.nodes: list[_ClusterNode] = []
 
@@ -265,11 +277,18 @@ class RedisCluster:
             raise RuntimeError("RedisCluster has not been started")
         return f"redis+cluster://{HOST}:{self.nodes[0].port}"
 
+    @property
+    def running(self) -> bool:
+        """Started and every node's process alive (which says nothing about cluster health)."""
+        return bool(self.nodes) and all(node.running for node in self.nodes)
+
     def start(self) -> RedisCluster:
         """Start three nodes, assign slots, join them, and wait until every node says the cluster is ok."""
         try:
-            for _ in SLOT_RANGES:
-                node = _ClusterNode(self._workdir)
+            for index, _ in enumerate(SLOT_RANGES):
+                workdir = self._workdir / f"node-{index}"
+                workdir.mkdir()
+                node = _ClusterNode(workdir, self._extra_args)
                 self.nodes.append(node)
                 node.start()
             for node, (first, last) in zip(self.nodes, SLOT_RANGES, strict=True):
@@ -285,6 +304,27 @@ class RedisCluster:
         except BaseException:
             self.close()
             raise
+        return self
+
+    def stop(self) -> None:
+        """SIGKILL every node by its PID, no shutdown handshake (so nothing is saved that was not already)."""
+        for node in self.nodes:
+            node.stop()
+
+    def restart(self) -> RedisCluster:
+        """Kill any node still running, start every node again on its own port and bus port with its own dir
+        and nodes-<port>.conf, and wait until every node says the cluster is ok and knows all three.
+
+        The cluster config brings back node IDs and slots; data comes back only if extra_args enabled AOF (or
+        RDB that got saved). A restarted master waits ~2 s (Redis's writable delay) before reporting ok, so
+        this costs a couple of seconds.
+        """
+        if not self.nodes:
+            raise RuntimeError("RedisCluster has not been started")
+        self.stop()
+        for node in self.nodes:
+            node.restart()
+        self._wait_healthy(deadline=time.monotonic() + CLUSTER_TIMEOUT)
         return self
 
     def flush(self) -> None:
@@ -304,8 +344,16 @@ class RedisCluster:
         while True:
             healthy = True
             for node in self.nodes:
-                with node.client() as client:
-                    info = str(client.execute_command("CLUSTER", "INFO"))
+                if not node.running:
+                    raise RuntimeError(f"redis cluster node on port {node.port} exited:\n{node.log_tail()}")
+                try:
+                    with node.client() as client:
+                        info = str(client.execute_command("CLUSTER", "INFO"))
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    # e.g. LOADING while a restarted node replays its AOF (BusyLoadingError subclasses this)
+                    last[node.port] = f"{type(exc).__name__}: {exc}"
+                    healthy = False
+                    continue
                 state = _info_field(info, "cluster_state")
                 known = _info_field(info, "cluster_known_nodes")
                 last[node.port] = f"cluster_state={state} cluster_known_nodes={known}"
@@ -321,8 +369,8 @@ class _ClusterNode(RedisServer):
     """A cluster-mode RedisServer. Its bus gets its own free port: the default port+10000 may be taken
     or beyond 65535. The announce IP pins what CLUSTER SLOTS tells clients to 127.0.0.1."""
 
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir=workdir)
+    def __init__(self, workdir: Path, extra_args: Sequence[str] = ()) -> None:
+        super().__init__(extra_args=extra_args, workdir=workdir)
         self.bus_port = 0
 
     def _choose_ports(self) -> None:
@@ -331,9 +379,9 @@ class _ClusterNode(RedisServer):
         while self.bus_port == self._port:
             self.bus_port = free_port()
 
-    def _argv(self) -> list[str]:
+    def _base_args(self) -> list[str]:
         return [
-            *super()._argv(),
+            *super()._base_args(),
             "--cluster-enabled", "yes",
             "--cluster-config-file", str(self._workdir / f"nodes-{self.port}.conf"),
             "--cluster-node-timeout", "2000",

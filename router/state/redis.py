@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ChildDeadlockedError, IncorrectPolicyType, RedisClusterException, RedisError
 
 from .base import (
     CONCURRENCY_RETRY,
@@ -37,6 +37,7 @@ from .base import (
 )
 
 _PAGE = 1000
+_REDIS_ERRORS = (RedisError, RedisClusterException, ChildDeadlockedError, IncorrectPolicyType, OSError)
 
 
 def _script(name: str) -> str:
@@ -195,7 +196,8 @@ class RedisStore:
     async def _do(self, work: Any) -> Any:
         try:
             return await work
-        except (RedisError, OSError) as error:  # one boundary: everything redis-py raises
+        # One boundary for everything redis-py raises; four of its roots are not RedisErrors.
+        except _REDIS_ERRORS as error:
             raise StateError(f"{type(error).__name__}: {error}") from None
 
 

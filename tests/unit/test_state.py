@@ -1,0 +1,202 @@
+"""The pure and near-pure parts of shared state: GCRA, limits arithmetic, the Redis-down guard,
+and the one boundary where redis-py's exceptions become StateError."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import pytest
+import redis.exceptions
+
+from router import limits
+from router.config import Allowance, Limits
+from router.state import (
+    Ask,
+    Claim,
+    Granted,
+    GuardedStore,
+    Limited,
+    MemoryStore,
+    Settle,
+    StateError,
+    StateUnavailableError,
+    Used,
+    gcra,
+)
+from router.state.base import Answer
+from router.state.redis import RedisStore
+from router.types import Usage
+
+
+def test_gcra_bursts_to_the_limit_then_refills_evenly() -> None:
+    tat = None
+    for _ in range(3):
+        decision = gcra.check(tat, 100.0, limit=3, cost=1)
+        assert decision.allowed
+        tat = decision.tat
+    refused = gcra.check(tat, 100.0, limit=3, cost=1)
+    assert not refused.allowed and refused.retry_after == pytest.approx(20.0) and refused.remaining == 0
+    assert gcra.check(tat, 120.0, limit=3, cost=1).allowed  # one refilled after 60 / 3 s
+    assert gcra.reconcile(tat, limit=3, delta=-1) == pytest.approx(tat - 20.0)  # type: ignore[operator]
+
+
+def test_openai_durations() -> None:
+    assert [limits.openai_duration(s) for s in (0.02, 1.5, 12, 360, 61.4)] == [
+        "20ms",
+        "1.5s",
+        "12s",
+        "6m0s",
+        "1m1s",
+    ]
+
+
+def test_the_estimate_is_an_upper_bound_of_what_the_request_may_use() -> None:
+    body = {"model": "m", "messages": [], "max_tokens": 100, "n": 2}
+    assert limits.estimate(body, 300) == Usage(100, 200)
+    assert limits.estimate({"model": "m"}, 3).completion_tokens == limits.DEFAULT_COMPLETION
+
+
+def test_allowances_roll_over_at_utc_midnight_and_the_first_of_the_month() -> None:
+    now = 1795392000.0 - 10  # 2026-11-22T23:59:50Z
+    assert limits.seconds_to_rollover(Allowance(per="day"), now) == pytest.approx(10)
+    assert limits.period_of(Allowance(per="month"), now) == "2026-11"
+    december = limits.seconds_to_rollover(Allowance(per="month"), 1796083200.0 - 5)  # 2026-11-30T23:59:55Z
+    assert december == pytest.approx(5)
+
+
+def test_nothing_to_check_needs_no_round_trip() -> None:
+    none = limits.ask("c:a", Limits(), None, reserve=Usage(1, 1), price=None, lease="l")
+    assert none is None
+    with_claim = limits.ask(
+        "c:a", Limits(), None, reserve=Usage(1, 1), price=None, lease="l", claim=Claim("k", "h", "o")
+    )
+    assert with_claim is not None and with_claim.lease == ""  # no slot or reservation to hold
+
+
+def test_every_redis_exception_becomes_a_state_error() -> None:
+    store = RedisStore.__new__(RedisStore)
+    classes = [
+        c for _, c in inspect.getmembers(redis.exceptions, inspect.isclass) if issubclass(c, BaseException)
+    ]
+    assert len(classes) > 20
+
+    def make(cls: type[BaseException]) -> BaseException:
+        try:
+            return cls("x")
+        except ValueError:  # MOVED / ASK replies carry "<slot> <host:port>"
+            return cls("1 127.0.0.1:1")
+
+    async def boom(error: BaseException) -> None:
+        raise error
+
+    import asyncio
+
+    for cls in classes:
+        with pytest.raises(StateError):
+            asyncio.run(store._do(boom(make(cls))))
+
+
+class FlakyStore(MemoryStore):
+    """A real memory store that can be switched off, as a Redis that stopped answering."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.calls = 0
+
+    async def acquire(self, ask: Ask) -> Answer:
+        self.calls += 1
+        if self.down:
+            raise StateError("down")
+        return await super().acquire(ask)
+
+    async def settle(self, settle: Settle) -> bool:
+        self.calls += 1
+        if self.down:
+            raise StateError("down")
+        return await super().settle(settle)
+
+    async def renew(self, scope: str, holds: Sequence[str], claims: Sequence[tuple[str, str]]) -> None:
+        if self.down:
+            raise StateError("down")
+
+    async def ping(self) -> None:
+        if self.down:
+            raise StateError("down")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_while_the_store_is_down_limits_are_local_and_divided_by_replicas() -> None:
+    store, clock, errors = FlakyStore(), Clock(), []
+    guard = GuardedStore(store, replicas=2, on_error=errors.append, clock=clock)
+    store.down = True
+    answers = [await guard.acquire(Ask("c:a", rpm=10)) for _ in range(6)]
+    assert [type(a).__name__ for a in answers] == ["Granted"] * 5 + ["Limited"]
+    assert all(a.local for a in answers[:5])  # type: ignore[union-attr]
+    assert guard.degraded and errors == ["acquire"]
+    assert store.calls == 1  # the breaker: no further calls until its pause ends
+
+
+async def test_an_idempotency_key_cannot_be_promised_while_the_store_is_down() -> None:
+    store = FlakyStore()
+    guard = GuardedStore(store, clock=Clock())
+    store.down = True
+    with pytest.raises(StateUnavailableError):
+        await guard.acquire(Ask("c:a", claim=Claim("k", "h", "o")))
+
+
+async def test_closed_refuses_everything_while_the_store_is_down() -> None:
+    store = FlakyStore()
+    guard = GuardedStore(store, closed=True, clock=Clock())
+    store.down = True
+    with pytest.raises(StateUnavailableError):
+        await guard.acquire(Ask("c:a", rpm=10))
+
+
+async def test_the_outbox_is_written_once_when_the_store_returns() -> None:
+    store, clock = FlakyStore(), Clock()
+    guard = GuardedStore(store, clock=clock)
+    granted = await guard.acquire(Ask("c:a", concurrency=1, lease="l1"))
+    assert isinstance(granted, Granted) and not granted.local
+    store.down = True
+    record = b'{"n":1}'
+    await guard.settle(
+        Settle("c:a", "stl_1", hold=granted.hold, tokens=5, periods=("total",), record=record), local=False
+    )
+    assert len(guard.outbox) == 1
+    clock.now += 1.0
+    await guard.flush()  # still down: kept
+    assert len(guard.outbox) == 1
+    store.down = False
+    clock.now += 10.0
+    await guard.check()
+    assert not guard.degraded
+    assert await guard.flush() == 1 and not guard.outbox
+    guard.outbox.append(Settle("c:a", "stl_1", tokens=5, periods=("total",), record=record))  # replayed
+    await guard.flush()
+    assert await store.records("c:a") == [record]
+    assert (await store.usage("c:a", ["total"]))["total"] == Used(5, 0)
+    # The lease it held was given back when the record was finally written.
+    assert isinstance(await guard.acquire(Ask("c:a", concurrency=1, lease="l2")), Granted)
+
+
+async def test_a_local_grant_settles_locally_and_its_record_waits_for_the_store() -> None:
+    store, clock = FlakyStore(), Clock()
+    guard = GuardedStore(store, clock=clock)
+    store.down = True
+    granted = await guard.acquire(Ask("c:a", concurrency=1, lease="l1"))
+    assert isinstance(granted, Granted) and granted.local
+    assert isinstance(await guard.acquire(Ask("c:a", concurrency=1, lease="l2")), Limited)
+    await guard.settle(
+        Settle("c:a", "stl_1", hold=granted.hold, tokens=3, periods=("total",), record=b"{}"), local=True
+    )
+    assert isinstance(await guard.acquire(Ask("c:a", concurrency=1, lease="l3")), Granted)
+    assert len(guard.outbox) == 1 and guard.outbox[0].hold is None
