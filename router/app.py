@@ -48,6 +48,7 @@ def create_app(config: Config, *, upstream: Upstream | None = None) -> Starlette
         Route("/models", handlers.list_models, methods=["GET"]),
         Route("/healthz", handlers.healthz, methods=["GET"]),
         Route("/readyz", handlers.readyz, methods=["GET"]),
+        Route("/metrics", handlers.metrics_text, methods=["GET"]),
         Route("/admin/providers", admin.providers, methods=["GET"]),
         Route("/admin/providers/{name}/drain", admin.drain, methods=["POST"]),
         Route("/admin/providers/{name}/undrain", admin.undrain, methods=["POST"]),

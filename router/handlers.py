@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from . import metrics
 from .context import SCOPE_KEY, RequestContext
 from .disconnect import DisconnectWatch
 from .errors import InvalidRequest, MethodNotAllowed, ModelNotFound, NotFound, RouterError
@@ -87,6 +88,11 @@ async def readyz(request: Request) -> BytesResponse:
             )
         return BytesResponse(b'{"status":"ready"}', headers=[])
     return BytesResponse(orjson.dumps({"status": "unready", "reason": reason}), status=503, headers=[])
+
+
+async def metrics_text(request: Request) -> BytesResponse:
+    body, content_type = metrics.exposition()
+    return BytesResponse(body, headers=[], media_type=content_type.encode())
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:

@@ -124,9 +124,11 @@ class Ledger:
             claim=claim,
         )
         ticket = Ticket(self, ctx, client, body, raw, reserve, ask, idempotency)
-        if ask is None:
-            return ticket
         try:
+            if self.state.refusing:
+                raise StateUnavailableError()
+            if ask is None:
+                return ticket
             answer = await self.state.acquire(ask)
         except StateUnavailableError:
             ctx.settlement_key = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from . import metrics
 from .auth import Authenticator
 from .config import Client, Config
 from .health import Health, Status
@@ -29,7 +30,7 @@ class Runtime:
         state: GuardedStore | None = None,
     ):
         self.config = config
-        self.ledger = Ledger(config, state or open_store(config.state))
+        self.ledger = Ledger(config, state or open_store(config.state, on_error=metrics.state_error))
         self.auth = Authenticator(config.clients)
         self.upstream = upstream
         self.targets = tuple({t: None for ts in config.targets.values() for t in ts})

@@ -57,6 +57,11 @@ class GuardedStore:
     def degraded(self) -> bool:
         return self._pause > 0
 
+    @property
+    def refusing(self) -> bool:
+        """on_failure: closed and the store is down: requests are refused, not served unsettled."""
+        return self._closed and self.degraded
+
     async def acquire(self, ask: Ask) -> Answer:
         if self._usable():
             try:

@@ -440,3 +440,70 @@ def test_config_parses_the_state_section() -> None:
         env={},
     )
     assert (parsed.state.timeout, parsed.state.retention, parsed.state.replicas) == (0.1, 7200.0, 3)
+
+
+def redis_commands(server: RedisServer) -> dict[str, int]:
+    stats = server.client().info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def test_round_trips_to_redis_per_request(fresh_redis: RedisServer, sim: Sim, router: Router) -> None:
+    """What a request costs in Redis: printed for the record, and held to its design."""
+    server = sim("trinity")
+    backend = Backend("redis", fresh_redis.url)
+    limited = config(
+        backend,
+        provider_yaml("trinity", server, ["gpt-4o"], limits="{rpm: 1000}"),
+        client="limits: {rpm: 1000}",
+    )
+    plain = config(backend, provider_yaml("trinity", server, ["gpt-4o"]))
+    costs = {}
+    for name, text in (("client and key limits", limited), ("no limits", plain)):
+        r = router(text)
+        chat(r)  # loads the scripts
+        before = redis_commands(fresh_redis)
+        for _ in range(10):
+            assert chat(r).status_code == 200
+        after = redis_commands(fresh_redis)
+        costs[name] = {
+            k: (after.get(k, 0) - before.get(k, 0)) / 10 for k in after if after[k] != before.get(k, 0)
+        }
+    print(f"\nRedis commands per request: {costs}")
+    # Before the upstream call: one script per scope that has something to check (client,
+    # then the provider key); after it: one per scope, sent concurrently. None per chunk.
+    # (commandstats also counts the commands each script runs inside Redis: only EVALSHA is a
+    # round trip, and no plain command is ever sent.)
+    assert costs["client and key limits"]["evalsha"] == 4.0
+    assert costs["no limits"]["evalsha"] == 2.0  # only settlement: the client's and the key's
+    assert not {"get", "zadd", "zrem", "xrange"} & costs["no limits"].keys()
+
+
+def test_on_failure_closed_refuses_while_redis_is_down(
+    fresh_redis: RedisServer, sim: Sim, router: Router
+) -> None:
+    server = sim("trinity")
+    text = config(Backend("redis", fresh_redis.url), provider_yaml("trinity", server, ["gpt-4o"]))
+    r = router(text.replace('state: {url: "', 'state: {on_failure: closed, url: "', 1))
+    assert chat(r).status_code == 200
+    fresh_redis.stop()
+    # A request with nothing to check learns that Redis is down when it settles: it is served,
+    # and its record waits in the outbox. From then on every request is refused.
+    served = chat(r)
+    assert served.status_code == 200
+    began = time.monotonic()
+    refused = chat(r)
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "state_unavailable"
+    assert refused.headers["retry-after"] and time.monotonic() - began < 2
+    assert httpx.get(r.url + "/readyz").status_code == 503
+    metrics = httpx.get(r.url + "/metrics").text
+    assert 'router_state_errors_total{op="acquire"}' in metrics
+    fresh_redis.restart()
+    deadline = time.monotonic() + 15
+    while chat(r).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    # The one served while Redis was down is written from the outbox (this Redis keeps nothing
+    # across a restart, so the record from before is gone: that is the test rig, not router).
+    while served.headers["x-settlement-key"] not in {x["settlement_key"] for x in records(r)}:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)

@@ -36,6 +36,7 @@ LAYERS = [
         "disconnect",
         "failover",
         "limits",
+        "metrics",
     },
     {"health", "responses"},
     {"routing", "attempt", "failover", "ledger"},
