@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from . import limits
+from .classify import Verdict
 from .config import Allowance, Client, Config, Limits, Target
 from .context import RequestContext
 from .errors import (
@@ -67,6 +68,10 @@ RENEW_EVERY = 10.0
 TICK = 1.0
 """Seconds between checks of a store marked down, and outbox flushes."""
 NO_LIMITS = Limits()
+DEGRADED = (b"x-router-degraded", b"state")
+RENEW_FOR_AT_MOST = 60.0
+"""Seconds past the request deadline after which a ticket that never closed (a bug) stops
+being renewed: its leases and claim then expire instead of holding forever."""
 CONFLICT_RETRY = "1"
 STATE_RETRY = "2"
 
@@ -89,6 +94,8 @@ class KeyRefusal:
 
     wait: float
     quota: bool
+    remember: bool = True
+    """Skip the key in other requests too until `wait` has passed."""
 
 
 class Ledger:
@@ -122,12 +129,14 @@ class Ledger:
             price=limits.dearest(targets),
             lease=settlement_key,
             claim=claim,
+            budget=True,
         )
         ticket = Ticket(self, ctx, client, body, raw, reserve, ask, idempotency)
         try:
             if self.state.refusing:
                 raise StateUnavailableError()
             if ask is None:
+                self._open[settlement_key] = ticket  # its provider keys may hold leases to renew
                 return ticket
             answer = await self.state.acquire(ask)
         except StateUnavailableError:
@@ -139,7 +148,7 @@ class Ledger:
         if isinstance(answer, Granted):
             ticket.granted = answer
             if answer.local:
-                ctx.headers.append((b"x-router-degraded", b"state"))
+                ctx.headers.append(DEGRADED)
             if client is not None:
                 ctx.headers += limits.limit_headers(client.limits, answer.window)
             self._open[settlement_key] = ticket
@@ -164,11 +173,13 @@ class Ledger:
     def forget(self, settlement_key: str) -> None:
         self._open.pop(settlement_key, None)
 
-    def later(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run a settlement in the background (the client left): tracked so shutdown waits for it."""
+    def later(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a settlement as a task of its own, tracked so shutdown waits for it: awaited
+        (shielded) on the normal path, left to finish when the client left or was cancelled."""
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def keep(self) -> None:
         """Renew in-flight leases and claims; probe a store marked down; flush the outbox."""
@@ -188,7 +199,14 @@ class Ledger:
     async def _renew(self) -> None:
         holds: dict[str, list[str]] = {}
         claims: dict[str, list[tuple[str, str]]] = {}
-        for ticket in list(self._open.values()):
+        too_old = time.time() - self.config.routing.timeouts.total - RENEW_FOR_AT_MOST
+        for key, ticket in list(self._open.items()):
+            if ticket.started_at < too_old:
+                log.error(
+                    "state: request %s was never settled; its leases will expire", ticket.ctx.request_id
+                )
+                del self._open[key]
+                continue
             for ask, granted in ticket.grants():
                 if granted.local:
                     continue
@@ -328,9 +346,10 @@ class Ticket:
     async def failed(self, error: RouterError) -> None:
         """The request ends with `error`. A final answer that is the client's fault (a 400 from
         the provider) is kept for replay; one that a retry may fix is not (SPEC §8)."""
-        keep = isinstance(error, UpstreamStatusError) and not error.retryable and error.http_status < 500
+        keep = isinstance(error, UpstreamStatusError) and error.verdict == Verdict.CLIENT_FAULT
         stored = self._stored(error.http_status, stream=False, body=error.body()) if keep else None
-        await asyncio.shield(self.close(status=error.http_status, outcome="error", usage=None, stored=stored))
+        done = self.close(status=error.http_status, outcome="error", usage=None, stored=stored)
+        await asyncio.shield(self._ledger.later(done))
 
     def abandoned(self) -> None:
         """The client left (or the server is stopping) before an answer: settle in the background."""
@@ -393,9 +412,14 @@ class Ticket:
             ) from None
         if isinstance(answer, Granted):
             self._keys[target] = (ask, answer)
+            if answer.local and DEGRADED not in self.ctx.headers:
+                self.ctx.headers.append(DEGRADED)
             return None
         if isinstance(answer, Limited):
-            return KeyRefusal(answer.retry_after, quota=False)
+            # A full concurrency limit or a quota reserved by requests in flight frees up any
+            # moment: skip the key for this request only. A window says when it has room.
+            remember = answer.limit not in ("concurrency", "reserved")
+            return KeyRefusal(answer.retry_after, quota=False, remember=remember)
         assert provider.quota is not None
         return KeyRefusal(limits.seconds_to_rollover(provider.quota), quota=True)
 
@@ -503,6 +527,7 @@ class Ticket:
             periods=limits.periods(self.started_at) if record is not None else (),
             record=record,
             claim_key=ask.claim.key if ask and ask.claim else None,
+            claim_hash=ask.claim.body_hash if ask and ask.claim else "",
             stored=stored,
         )
         await self._ledger.state.settle(settle, local=granted.local if granted else False)

@@ -91,6 +91,7 @@ def ask(
     price: Price | None,
     lease: str,
     claim: Claim | None = None,
+    budget: bool = False,
     now: float | None = None,
 ) -> Ask | None:
     """What `scope` must grant; None when it has nothing to check (no round trip needed)."""
@@ -109,6 +110,7 @@ def ask(
         period=period_of(allowance, now) if allowance else "",
         lease=lease if (limits.concurrency or allowance) else "",
         claim=claim,
+        budget=budget,
     )
 
 
@@ -150,15 +152,16 @@ def openai_duration(seconds: float) -> str:
 def client_refused(client: Client | None, limited: Limited) -> RateLimited:
     what = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrency": "concurrent requests"}
     limits = client.limits if client else Limits()
-    value = {"rpm": limits.rpm, "tpm": limits.tpm, "concurrency": limits.concurrency}[limited.limit]
     who = f"'{client.name}'" if client else "this router"
     retry = max(1, math.ceil(limited.retry_after))
     headers = {k.decode(): v.decode() for k, v in limit_headers(limits, limited.window)}
     headers["retry-after"] = str(retry)
-    return RateLimited(
-        f"Rate limit reached for {who}: {value} {what[limited.limit]}. Try again in {retry}s.",
-        headers=headers,
-    )
+    if limited.limit == "reserved":
+        message = f"What is left of the budget of {who} is reserved by its requests in flight."
+    else:
+        value = {"rpm": limits.rpm, "tpm": limits.tpm, "concurrency": limits.concurrency}[limited.limit]
+        message = f"Rate limit reached for {who}: {value} {what[limited.limit]}."
+    return RateLimited(f"{message} Try again in {retry}s.", headers=headers)
 
 
 def budget_spent(client: Client | None) -> InsufficientQuota:

@@ -101,7 +101,11 @@ class Proxy:
             if ticket is not None:
                 refusal = await ticket.reserve_key(target)
                 if refusal is not None:  # at our own limit for this key: skip it until it has room
-                    self._limited[target] = (loop.time() + refusal.wait, refusal.quota)
+                    if refusal.remember:
+                        self._limited[target] = (loop.time() + refusal.wait, refusal.quota)
+                    else:
+                        left_alone.add(target)
+                        failures.waiting = min(failures.waiting or refusal.wait, refusal.wait)
                     continue
             lease = self._health.begin(target, fail_open=choice.fail_open)
             if lease is None:

@@ -76,7 +76,7 @@ class StreamResponse:
         the retry gets the whole answer replayed). Bounded by the request's deadline."""
         self.settle: Callable[[StreamResponse], Coroutine[Any, Any, None]] | None = None
         """Settles the request; awaited before the stream's last bytes reach the client."""
-        self.later: Callable[[Coroutine[Any, Any, None]], None] | None = None
+        self.later: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
         """Runs the settlement in the background when the client left or the task was cancelled."""
         self.sent: list[bytes] | None = None
         """Everything sent, when kept for a replay."""
@@ -111,17 +111,17 @@ class StreamResponse:
         finally:
             if watch is not None:
                 watch.stop()
+            if self.settle is not None and not self._settled and self.later is not None:
+                self._settled = True  # first: a second cancellation below must not skip it
+                self.later(self.settle(self))
             await asyncio.shield(self._close_upstream())
             if self._on_end is not None:
                 self._on_end(self.outcome, self.failure)
-            if self.settle is not None and not self._settled and self.later is not None:
-                self._settled = True
-                self.later(self.settle(self))
 
     async def _settle_now(self) -> None:
-        if self.settle is not None and not self._settled:
+        if self.settle is not None and not self._settled and self.later is not None:
             self._settled = True
-            await asyncio.shield(self.settle(self))
+            await asyncio.shield(self.later(self.settle(self)))
 
     @staticmethod
     def _keeping(send: Send, sent: list[bytes]) -> Send:

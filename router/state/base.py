@@ -59,6 +59,12 @@ class Ask:
     lease: str = ""
     """A unique id; when set, the grant holds a lease (a concurrency slot and the reservation)."""
     claim: Claim | None = None
+    budget: bool = False
+    """The allowance is a client's budget: never granted from local state while the store is down."""
+
+    @property
+    def has_allowance(self) -> bool:
+        return self.allowance_tokens >= 0 or self.allowance_nanos >= 0
 
     @property
     def hold(self) -> str:
@@ -90,7 +96,8 @@ class Granted:
 @dataclass(frozen=True, slots=True)
 class Limited:
     limit: str
-    """"rpm", "tpm" or "concurrency"."""
+    """"rpm", "tpm", "concurrency", or "reserved": the allowance is not spent, but requests in
+    flight have reserved what is left of it (retry when they finish)."""
     retry_after: float
     window: Window
 
@@ -143,6 +150,8 @@ class Settle:
     record: bytes | None = None
     """The settlement record (JSON) for the scope's ledger."""
     claim_key: str | None = None
+    claim_hash: str = ""
+    """The claim's body hash: a stored answer re-creates a claim that expired meanwhile."""
     stored: Stored | None = None
     """With `claim_key`: the answer to keep for replays; None lets the key go (a retry runs fresh)."""
 

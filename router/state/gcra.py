@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PERIOD = 60.0
+EPSILON = 1e-6
+"""A microsecond: above a float's resolution at epoch scale, so a burst of exactly N fits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,17 +32,19 @@ def check(tat: float | None, now: float, *, limit: int, cost: int) -> Decision:
     interval = PERIOD / limit
     start = max(tat or now, now)
     new_tat = start + cost * interval
-    if new_tat - now <= PERIOD + 1e-9:
+    if new_tat - now <= PERIOD + EPSILON:
         return Decision(True, new_tat, _remaining(new_tat, now, interval), new_tat - now, 0.0)
     return Decision(False, start, _remaining(start, now, interval), start - now, new_tat - now - PERIOD)
 
 
-def reconcile(tat: float | None, *, limit: int, delta: int) -> float | None:
-    """Move the window by `delta` units once the real cost is known (negative gives back)."""
+def reconcile(tat: float | None, now: float, *, limit: int, delta: int) -> float | None:
+    """Move the window by `delta` units once the real cost is known. A refund gives back at
+    most what is still in the bucket (a reservation that already drained out cannot be
+    credited twice); more cost is added from now."""
     if tat is None:
         return None
-    return tat + delta * (PERIOD / limit)
+    return max(max(tat, now) + delta * (PERIOD / limit), now)
 
 
 def _remaining(tat: float, now: float, interval: float) -> int:
-    return max(0, int((PERIOD - (tat - now)) / interval + 1e-9))
+    return max(0, int((PERIOD - (tat - now) + EPSILON) / interval))

@@ -5,7 +5,9 @@ pause has passed, so a dead Redis costs one socket timeout, not one per request.
 is down (on_failure: local):
   - rate limits and concurrency fall back to this process, each limit divided by
     state.replicas, and answers are marked local (a `degraded` response header, /readyz);
-  - a request with an idempotency key cannot be promised exactly-once: StateUnavailable;
+  - a request with an idempotency key cannot be promised exactly-once, nor a client with a
+    budget that it stays within it: StateUnavailable (503). Provider quotas are not checked;
+  - releases that fail are dropped: leases and claims expire by themselves;
   - settlement records go to an outbox, written once when the store is back (each record
     is applied once per settlement key, so a write whose reply was lost is not doubled).
 With on_failure: closed every request that needs the store gets StateUnavailable instead.
@@ -25,6 +27,8 @@ from .memory import MemoryStore
 
 log = logging.getLogger("router.state")
 
+FLUSH_BATCH = 200
+"""Settlements written per flush: a long outbox drains over several ticks, between renewals."""
 PAUSE = (0.5, 8.0)
 """Seconds the breaker keeps the store unused after an error: starts here, doubles, capped."""
 
@@ -71,7 +75,8 @@ class GuardedStore:
             else:
                 self._succeeded()
                 return answer
-        if self._closed or ask.claim is not None:
+        if self._closed or ask.claim is not None or (ask.budget and ask.has_allowance):
+            # Exactly-once, or a client's money: this process alone cannot know what was spent.
             raise StateUnavailableError()
         answer = await self.local.acquire(self._scaled(ask))
         return replace(answer, local=True) if isinstance(answer, Granted) else answer
@@ -79,11 +84,11 @@ class GuardedStore:
     async def settle(self, settle: Settle, *, local: bool) -> None:
         """Settle where the grant was made; a record that cannot be written waits in the outbox."""
         if local:
-            await self.local.settle(replace(settle, record=None))
+            await self.local.settle(replace(settle, record=None, tpm=self._share(settle.tpm)))
             if settle.once:  # counters and ledger belong to the shared store
                 self.outbox.append(replace(settle, hold=None, tpm=0, tpm_delta=0, claim_key=None))
             return
-        if self._usable() and not self.outbox:
+        if self._usable():  # records need no order: each is applied once, whenever it arrives
             try:
                 await self.store.settle(settle)
             except StateError as error:
@@ -103,10 +108,10 @@ class GuardedStore:
             else:
                 self._succeeded()
 
-    async def flush(self) -> int:
+    async def flush(self, *, at_most: int = FLUSH_BATCH) -> int:
         """Write the outbox to the store, oldest first; stops at the first error. Returns how many."""
         written = 0
-        while self.outbox and self._usable():
+        while self.outbox and self._usable() and written < at_most:
             try:
                 await self.store.settle(self.outbox[0])
             except StateError as error:
@@ -156,17 +161,17 @@ class GuardedStore:
             log.warning("state: store reachable again; %d settlement(s) in the outbox", len(self.outbox))
         self._pause = 0.0
 
+    def _share(self, limit: int) -> int:
+        return max(1, math.floor(limit / self._replicas)) if limit > 0 else limit
+
     def _scaled(self, ask: Ask) -> Ask:
-        n = self._replicas
-
-        def share(limit: int) -> int:
-            return max(1, math.floor(limit / n)) if limit > 0 else limit
-
+        """This replica's share of each limit. A provider key's quota is not checked: what was
+        spent is in the store, and the provider enforces its own quota (402 marks it exhausted)."""
         return replace(
             ask,
-            rpm=share(ask.rpm),
-            tpm=share(ask.tpm),
-            concurrency=share(ask.concurrency),
-            allowance_tokens=share(ask.allowance_tokens) if ask.allowance_tokens >= 0 else -1,
-            allowance_nanos=share(ask.allowance_nanos) if ask.allowance_nanos >= 0 else -1,
+            rpm=self._share(ask.rpm),
+            tpm=self._share(ask.tpm),
+            concurrency=self._share(ask.concurrency),
+            allowance_tokens=-1,
+            allowance_nanos=-1,
         )

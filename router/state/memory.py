@@ -7,6 +7,7 @@ the process (what `router ledger` reads when state is in memory).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -29,6 +30,8 @@ from .base import (
     Used,
     Window,
 )
+
+log = logging.getLogger("router.state")
 
 LEDGER_MAX = 100_000
 """Records kept in memory per scope; the JSONL file (state.ledger_file) keeps them all."""
@@ -88,12 +91,16 @@ class MemoryStore:
                     return Reused()
                 return Replay(claim.stored) if claim.stored is not None else Conflict()
         self._expire_leases(s, now)
-        if ask.allowance_tokens >= 0 or ask.allowance_nanos >= 0:
+        if ask.has_allowance:
             used = s.used.get(ask.period, [0, 0])
+            if (ask.allowance_tokens >= 0 and used[0] >= ask.allowance_tokens) or (
+                ask.allowance_nanos >= 0 and used[1] >= ask.allowance_nanos
+            ):
+                return Spent()
             if (ask.allowance_tokens >= 0 and used[0] + s.held_tokens >= ask.allowance_tokens) or (
                 ask.allowance_nanos >= 0 and used[1] + s.held_nanos >= ask.allowance_nanos
             ):
-                return Spent()
+                return Limited("reserved", CONCURRENCY_RETRY, Window())
         rpm = gcra.check(s.tat.get("rpm"), now, limit=ask.rpm, cost=1) if ask.rpm else None
         cost = min(ask.tokens, ask.tpm)
         tpm = gcra.check(s.tat.get("tpm"), now, limit=ask.tpm, cost=cost) if ask.tpm else None
@@ -137,7 +144,7 @@ class MemoryStore:
             s.held_tokens -= tokens
             s.held_nanos -= nanos
         if settle.tpm and settle.tpm_delta:
-            tat = gcra.reconcile(s.tat.get("tpm"), limit=settle.tpm, delta=settle.tpm_delta)
+            tat = gcra.reconcile(s.tat.get("tpm"), now, limit=settle.tpm, delta=settle.tpm_delta)
             if tat is not None:
                 s.tat["tpm"] = tat
         if settle.tokens or settle.cost_nanos:
@@ -147,18 +154,31 @@ class MemoryStore:
                 used[1] += settle.cost_nanos
         if settle.record is not None:
             s.ledger.append((now, settle.record))
-            if self._ledger_file is not None:
-                with self._ledger_file.open("ab") as f:
-                    f.write(settle.record + b"\n")
         if settle.claim_key is not None:
             claim = s.claims.get(settle.claim_key)
-            if claim is not None and claim.owner == settle.settlement_key and claim.stored is None:
+            if claim is not None and claim.expires <= now:
+                claim = None  # expired: treated as absent, as Redis would have dropped it
+            if claim is None or (claim.owner == settle.settlement_key and claim.stored is None):
                 if settle.stored is None:
-                    del s.claims[settle.claim_key]
-                else:
-                    claim.stored = settle.stored
-                    claim.expires = now + self._retention
+                    s.claims.pop(settle.claim_key, None)
+                else:  # kept even if the claim expired meanwhile (a settlement that waited)
+                    s.claims[settle.claim_key] = _Claim(
+                        claim.body_hash if claim else settle.claim_hash,
+                        settle.settlement_key,
+                        now + self._retention,
+                        settle.stored,
+                    )
+        if settle.record is not None and self._ledger_file is not None:
+            self._append_to_file(settle.record)  # last: the step above is complete whatever happens
         return True
+
+    def _append_to_file(self, record: bytes) -> None:
+        assert self._ledger_file is not None
+        try:
+            with self._ledger_file.open("ab") as f:
+                f.write(record + b"\n")
+        except OSError as error:  # the in-memory ledger still has it; say so loudly
+            log.error("state: could not append to %s: %s", self._ledger_file, error)
 
     async def renew(self, scope: str, holds: Sequence[str], claims: Sequence[tuple[str, str]]) -> None:
         now = self._clock()

@@ -78,7 +78,7 @@ class RedisStore:
         self._settle = self._redis.register_script(_script("settle.lua"))
         self._renew = self._redis.register_script(_script("renew.lua"))
         self._ready = False
-        self._warming = asyncio.Lock()
+        self._warming: asyncio.Task[None] | None = None
 
     async def acquire(self, ask: Ask) -> Answer:
         tag = "{" + ask.scope + "}"
@@ -143,6 +143,7 @@ class RedisStore:
             1 if stored and stored.stream else 0,
             stored.body if stored else b"",
             self._retention_ms,
+            settle.claim_hash,
             *(period_ttl(p) for p in settle.periods),
         ]
         return bool(await self._call(self._settle, keys, args))
@@ -186,12 +187,21 @@ class RedisStore:
 
     async def _warm_up(self) -> None:
         """Connect and load the scripts once, before the first burst: a cold cluster client
-        hit by many first calls at once loses some of them (measured: 2 of 60)."""
-        async with self._warming:
-            if not self._ready:
-                for script in (self._acquire, self._settle, self._renew):
-                    await self._do(self._redis.script_load(script.script))
-                self._ready = True
+        hit by many first calls at once loses some of them (measured: 2 of 60). Callers that
+        arrive meanwhile share the one attempt, and its failure: none queues behind a timeout."""
+        if self._warming is None:
+            self._warming = asyncio.get_running_loop().create_task(self._load_scripts())
+        warming = self._warming
+        try:
+            await asyncio.shield(warming)
+        finally:
+            if warming.done() and (warming.cancelled() or warming.exception() is not None):
+                self._warming = None  # the next call, once the guard lets one through, tries again
+
+    async def _load_scripts(self) -> None:
+        for script in (self._acquire, self._settle, self._renew):
+            await self._do(self._redis.script_load(script.script))
+        self._ready = True
 
     async def _do(self, work: Any) -> Any:
         try:

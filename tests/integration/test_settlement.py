@@ -507,3 +507,54 @@ def test_on_failure_closed_refuses_while_redis_is_down(
     while served.headers["x-settlement-key"] not in {x["settlement_key"] for x in records(r)}:
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+def test_a_provider_429_is_never_stored_for_replay(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity", faults="status=429,retry_after=3600,times=1")  # too long to wait for
+    r = router(config(backend, provider_yaml("trinity", server, ["gpt-4o"])))
+    settled.append(r)
+    key = {"X-Idempotency-Key": "busy"}
+    assert chat(r, headers=key).status_code == 429
+    again = chat(r, headers=key)  # runs fresh: the key is cooling, so it is 429 again, but not a replay
+    assert again.status_code == 429 and "idempotent-replayed" not in again.headers
+
+
+def test_a_key_at_its_concurrency_limit_is_skipped_only_while_it_is_full(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    a, b = sim("trinity", chunks=30, chunk_gap=0.02), sim("real200")
+    r = router(
+        config(
+            backend,
+            provider_yaml("a", a, ["gpt-4o"], priority="1", limits="{concurrency: 1}"),
+            provider_yaml("b", b, ["gpt-4o"], priority="2"),
+        )
+    )
+    settled.append(r)
+    body = {"model": "gpt-4o", "messages": HELLO, "stream": True}
+    with httpx.stream("POST", r.url + "/v1/chat/completions", headers=AUTH, json=body) as streaming:
+        assert streaming.headers["x-router-provider"] == "a"
+        assert chat(r).headers["x-router-provider"] == "b"  # a is full
+        streaming.read()
+    assert chat(r).headers["x-router-provider"] == "a"  # free again at once, not a second later
+
+
+def test_while_the_budget_is_reserved_by_requests_in_flight_the_answer_is_429_not_402(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity", latency=0.5)
+    r = router(
+        config(backend, provider_yaml("trinity", server, ["gpt-4o"]), client="budget: {tokens: 30, per: day}")
+    )
+    settled.append(r)
+    results: list[httpx.Response] = []
+    first = threading.Thread(target=lambda: results.append(chat(r, max_tokens=5)))
+    first.start()
+    time.sleep(0.2)
+    held = chat(r, max_tokens=5)
+    first.join()
+    assert results[0].status_code == 200
+    assert held.status_code == 429 and "reserved" in held.json()["error"]["message"]
+    assert chat(r, max_tokens=5).status_code == 200  # the first used ~10 of 30: room again

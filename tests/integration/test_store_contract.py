@@ -148,15 +148,51 @@ async def test_a_token_budget_counts_reservations_in_flight(store: Store) -> Non
     first = await store.acquire(Ask("c:a", tokens=60, lease=lease(), **budget))  # type: ignore[arg-type]
     second = await store.acquire(Ask("c:a", tokens=60, lease=lease(), **budget))  # type: ignore[arg-type]
     assert isinstance(first, Granted) and isinstance(second, Granted)
-    # 120 reserved of 100: the overdraw is at most the last request's reservation.
-    assert isinstance(await store.acquire(Ask("c:a", tokens=1, lease=lease(), **budget)), Spent)  # type: ignore[arg-type]
+    # 120 reserved of 100 (the overdraw is at most the last request's reservation): nothing is
+    # spent yet, but nothing is left either, until the requests in flight settle.
+    held = await store.acquire(Ask("c:a", tokens=1, lease=lease(), **budget))  # type: ignore[arg-type]
+    assert isinstance(held, Limited) and held.limit == "reserved" and held.retry_after > 0
     assert first.hold is not None and second.hold is not None
     await store.settle(Settle("c:a", "s1", hold=first.hold, tokens=30, periods=("total",), record=record(1)))
     await store.settle(Settle("c:a", "s2", hold=second.hold, tokens=30, periods=("total",), record=record(2)))
     assert (await store.usage("c:a", ["total"]))["total"].tokens == 60
-    # 60 spent + 50 held: the next is refused even though nothing more has been spent yet.
-    assert isinstance(await store.acquire(Ask("c:a", tokens=50, lease=lease(), **budget)), Granted)  # type: ignore[arg-type]
+    third = await store.acquire(Ask("c:a", tokens=50, lease=lease(), **budget))  # type: ignore[arg-type]
+    assert isinstance(third, Granted) and third.hold is not None
+    await store.settle(Settle("c:a", "s3", hold=third.hold, tokens=45, periods=("total",), record=record(3)))
     assert isinstance(await store.acquire(Ask("c:a", tokens=1, lease=lease(), **budget)), Spent)  # type: ignore[arg-type]
+
+
+async def test_a_lease_that_expires_gives_its_reservation_back(make_store: MakeStore) -> None:
+    store = make_store(lease_ttl=0.3)
+    budget = {"allowance_tokens": 100, "period": "total"}
+    assert isinstance(await store.acquire(Ask("c:a", tokens=100, lease=lease(), **budget)), Granted)  # type: ignore[arg-type]
+    assert isinstance(await store.acquire(Ask("c:a", tokens=1, lease=lease(), **budget)), Limited)  # type: ignore[arg-type]
+    await asyncio.sleep(0.6)  # its replica died before settling
+    assert isinstance(await store.acquire(Ask("c:a", tokens=1, lease=lease(), **budget)), Granted)  # type: ignore[arg-type]
+
+
+async def test_a_stored_answer_survives_its_claim_expiring_while_the_settlement_waited(
+    make_store: MakeStore,
+) -> None:
+    store = make_store(lease_ttl=0.3)
+    assert isinstance(await store.acquire(Ask("c:a", claim=Claim("k", "hash-a", "stl_1"))), Granted)
+    await asyncio.sleep(0.6)  # Redis was down; the settlement sat in an outbox
+    stored = Stored("stl_1", 200, False, b"{}")
+    settle = Settle(
+        "c:a", "stl_1", claim_key="k", claim_hash="hash-a", stored=stored, tokens=1, record=record(1)
+    )
+    assert await store.settle(settle)
+    again = await store.acquire(Ask("c:a", claim=Claim("k", "hash-a", "stl_2")))
+    assert isinstance(again, Replay) and again.stored == stored
+    assert isinstance(await store.acquire(Ask("c:a", claim=Claim("k", "hash-b", "stl_3"))), Reused)
+
+
+async def test_a_refund_gives_back_only_what_is_still_in_the_window(store: Store) -> None:
+    assert isinstance(await store.acquire(Ask("c:a", tpm=100, tokens=100)), Granted)
+    await store.settle(Settle("c:a", "s1", tpm=100, tpm_delta=-100))
+    await store.settle(Settle("c:a", "s2", tpm=100, tpm_delta=-100))  # nothing more to give back
+    assert isinstance(await store.acquire(Ask("c:a", tpm=100, tokens=100)), Granted)
+    assert isinstance(await store.acquire(Ask("c:a", tpm=100, tokens=10)), Limited)
 
 
 async def test_a_cost_budget_in_nanos(store: Store) -> None:

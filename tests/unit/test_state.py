@@ -38,7 +38,11 @@ def test_gcra_bursts_to_the_limit_then_refills_evenly() -> None:
     refused = gcra.check(tat, 100.0, limit=3, cost=1)
     assert not refused.allowed and refused.retry_after == pytest.approx(20.0) and refused.remaining == 0
     assert gcra.check(tat, 120.0, limit=3, cost=1).allowed  # one refilled after 60 / 3 s
-    assert gcra.reconcile(tat, limit=3, delta=-1) == pytest.approx(tat - 20.0)  # type: ignore[operator]
+    assert gcra.reconcile(tat, 100.0, limit=3, delta=-1) == pytest.approx(140.0)
+    # A reservation that already drained out of the window cannot be credited again ...
+    assert gcra.reconcile(50.0, 100.0, limit=3, delta=-2) == 100.0
+    # ... and more cost counts from now, not from a time already past.
+    assert gcra.reconcile(50.0, 100.0, limit=3, delta=1) == pytest.approx(120.0)
 
 
 def test_openai_durations() -> None:
@@ -200,3 +204,27 @@ async def test_a_local_grant_settles_locally_and_its_record_waits_for_the_store(
     )
     assert isinstance(await guard.acquire(Ask("c:a", concurrency=1, lease="l3")), Granted)
     assert len(guard.outbox) == 1 and guard.outbox[0].hold is None
+
+
+async def test_key_leases_of_requests_without_client_limits_are_renewed() -> None:
+    import asyncio
+
+    from router import config as configuration
+    from router.context import RequestContext
+    from router.ledger import Ledger
+
+    parsed = configuration.parse(
+        "providers: {p: {base_url: 'http://127.0.0.1:1', keys: [k], limits: {concurrency: 1}, "
+        "models: {m: {}}}}\n",
+        env={},
+    )
+    store = MemoryStore(lease_ttl=0.3)
+    ledger = Ledger(parsed, GuardedStore(store))
+    (target,) = parsed.targets["m"]
+    ctx = RequestContext(request_id="req_1", started=0.0)
+    ticket = await ledger.open(ctx, None, {"model": "m", "messages": []}, b"{}", (target,), None)
+    assert not isinstance(ticket, bytes) and await ticket.reserve_key(target) is None  # type: ignore[union-attr]
+    for _ in range(3):
+        await asyncio.sleep(0.2)
+        await ledger._renew()
+    assert isinstance(await store.acquire(Ask("p:p/p-0", concurrency=1, lease="other")), Limited)

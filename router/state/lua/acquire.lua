@@ -7,6 +7,7 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local PERIOD = 60000
+local EPSILON = 0.001  -- a microsecond, as in gcra.py
 
 if ARGV[9] == '1' then
   local c = redis.call('HMGET', KEYS[4], 'h', 'o', 's', 'k', 'b')
@@ -29,9 +30,15 @@ if allowance_tokens >= 0 or allowance_nanos >= 0 then
     held_n = held_n + tonumber(nan)
   end
   local used = redis.call('HMGET', KEYS[3], 't', 'n')
-  if (allowance_tokens >= 0 and (tonumber(used[1]) or 0) + held_t >= allowance_tokens)
-      or (allowance_nanos >= 0 and (tonumber(used[2]) or 0) + held_n >= allowance_nanos) then
+  local used_t, used_n = tonumber(used[1]) or 0, tonumber(used[2]) or 0
+  if (allowance_tokens >= 0 and used_t >= allowance_tokens)
+      or (allowance_nanos >= 0 and used_n >= allowance_nanos) then
     return {'spent'}
+  end
+  -- Not spent, but what is left is reserved by requests in flight: retry when they finish.
+  if (allowance_tokens >= 0 and used_t + held_t >= allowance_tokens)
+      or (allowance_nanos >= 0 and used_n + held_n >= allowance_nanos) then
+    return {'limited', 'reserved', tonumber(ARGV[12]), -1, 0, -1, 0}
   end
 end
 
@@ -39,8 +46,8 @@ local function gcra(tat, limit, cost)
   local interval = PERIOD / limit
   local start = math.max(tat or now, now)
   local new_tat = start + cost * interval
-  local function remaining(at) return math.max(0, math.floor((PERIOD - (at - now)) / interval + 1e-9)) end
-  if new_tat - now <= PERIOD + 1e-6 then
+  local function remaining(at) return math.max(0, math.floor((PERIOD - (at - now) + EPSILON) / interval)) end
+  if new_tat - now <= PERIOD + EPSILON then
     return true, new_tat, remaining(new_tat), new_tat - now, 0
   end
   return false, start, remaining(start), start - now, new_tat - now - PERIOD

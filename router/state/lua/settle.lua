@@ -4,7 +4,7 @@
 -- KEYS: 1 gcra hash, 2 leases zset, 3 done marker, 4 claim hash, 5 ledger stream, 6.. use hashes
 -- ARGV: 1 hold ("" none), 2 tpm, 3 tpm delta, 4 tokens, 5 nanos, 6 record ("" none),
 --       7 settlement key, 8 claim? (1/0), 9 store? (1/0), 10 status, 11 stream (1/0), 12 body,
---       13 retention ms, 14.. ttl ms of each use hash (0: none)
+--       13 retention ms, 14 claim body hash, 15.. ttl ms of each use hash (0: none)
 local tokens, nanos = tonumber(ARGV[4]), tonumber(ARGV[5])
 if ARGV[6] ~= '' or tokens ~= 0 or nanos ~= 0 then
   if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[13]) then return 0 end
@@ -13,24 +13,33 @@ if ARGV[1] ~= '' then redis.call('ZREM', KEYS[2], ARGV[1]) end
 local tpm, delta = tonumber(ARGV[2]), tonumber(ARGV[3])
 if tpm > 0 and delta ~= 0 then
   local tat = tonumber(redis.call('HGET', KEYS[1], 'tpm'))
-  if tat then redis.call('HSET', KEYS[1], 'tpm', string.format('%.3f', tat + delta * 60000 / tpm)) end
+  if tat then
+    -- As gcra.reconcile: a refund gives back at most what is still in the bucket.
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+    local new_tat = math.max(math.max(tat, now) + delta * 60000 / tpm, now)
+    redis.call('HSET', KEYS[1], 'tpm', string.format('%.3f', new_tat))
+    redis.call('PEXPIRE', KEYS[1], math.ceil(new_tat - now) + 120000)
+  end
 end
 if tokens ~= 0 or nanos ~= 0 then
   for i = 6, #KEYS do
     redis.call('HINCRBY', KEYS[i], 't', tokens)
     redis.call('HINCRBY', KEYS[i], 'n', nanos)
-    local ttl = tonumber(ARGV[8 + i])
+    local ttl = tonumber(ARGV[9 + i])
     if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
   end
 end
 if ARGV[6] ~= '' then redis.call('XADD', KEYS[5], '*', 'r', ARGV[6]) end
 if ARGV[8] == '1' then
   local c = redis.call('HMGET', KEYS[4], 'o', 's')
-  if c[1] == ARGV[7] and not c[2] then
+  -- Ours and still running, or gone (it expired while this settlement waited in an outbox).
+  if (c[1] == ARGV[7] and not c[2]) or not c[1] then
     if ARGV[9] == '1' then
+      if not c[1] then redis.call('HSET', KEYS[4], 'h', ARGV[14], 'o', ARGV[7]) end
       redis.call('HSET', KEYS[4], 's', ARGV[10], 'k', ARGV[11], 'b', ARGV[12])
       redis.call('PEXPIRE', KEYS[4], ARGV[13])
-    else
+    elseif c[1] then
       redis.call('DEL', KEYS[4])
     end
   end
