@@ -289,7 +289,7 @@ def test_an_idempotent_stream_is_replayed_as_the_same_stream(
 def test_a_repeat_while_the_first_runs_gets_409(
     backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
 ) -> None:
-    server = sim("trinity", latency=0.5)
+    server = sim("trinity", latency=1.5)  # long enough that the repeats surely overlap it
     r = router(config(backend, provider_yaml("trinity", server, ["gpt-4o"])))
     settled.append(r)
     key = {"X-Idempotency-Key": "slow"}
@@ -544,7 +544,7 @@ def test_a_key_at_its_concurrency_limit_is_skipped_only_while_it_is_full(
 def test_while_the_budget_is_reserved_by_requests_in_flight_the_answer_is_429_not_402(
     backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
 ) -> None:
-    server = sim("trinity", latency=0.5)
+    server = sim("trinity", latency=1.5)
     r = router(
         config(backend, provider_yaml("trinity", server, ["gpt-4o"]), client="budget: {tokens: 30, per: day}")
     )
