@@ -9,7 +9,11 @@ import ipaddress
 import os
 import secrets
 import shlex
+import shutil
+import signal
 import sys
+import tempfile
+import threading
 from collections.abc import Sequence
 
 import orjson
@@ -162,6 +166,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _run_uvicorn(config: Config, host: str, port: int, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from . import logs
+    from .reload import ConfigSource
+
+    logs.setup()
     options = {
         "host": host,
         "port": port,
@@ -170,36 +178,65 @@ def _run_uvicorn(config: Config, host: str, port: int, args: argparse.Namespace)
         "ws": "none",
         "lifespan": "on",
         "access_log": False,
+        "log_config": None,  # logs.setup(): JSON lines
         "log_level": "warning",
         "server_header": False,
+        "timeout_graceful_shutdown": config.server.grace,
     }
+    path = args.config or configuration.default_path()
+    upstreams = {name: p.base_url for name, p in config.providers.items()} if args.demo else None
     if args.workers > 1:
+        from . import metrics
+
+        made = None
+        directory = os.environ.get(metrics.MULTIPROC_ENV)
+        if not directory:
+            directory = made = tempfile.mkdtemp(prefix="router-metrics-")
+        metrics.prepare_multiprocess(directory)  # this instance's own, emptied: no stale values
         os.environ[_SERVE_ENV] = orjson.dumps(
-            {
-                "config": args.config or configuration.default_path(),
-                "demo": args.demo,
-                "upstreams": {name: p.base_url for name, p in config.providers.items()}
-                if args.demo
-                else None,
-            }
+            {"config": path, "demo": args.demo, "upstreams": upstreams}
         ).decode()
-        uvicorn.run("router.cli:worker_app", factory=True, workers=args.workers, **options)  # type: ignore[arg-type]
+        try:
+            uvicorn.run("router.cli:worker_app", factory=True, workers=args.workers, **options)  # type: ignore[arg-type]
+        finally:
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
         return 0
     from .app import create_app
 
-    uvicorn.Server(uvicorn.Config(create_app(config), **options)).run()  # type: ignore[arg-type]
+    source = ConfigSource(path, demo=args.demo, upstreams=upstreams, demo_key=DEMO_KEY)
+    app = create_app(config, source=source)
+
+    class DrainingServer(uvicorn.Server):
+        """SIGTERM: /readyz turns 503 at once; after server.shutdown_delay new connections stop,
+        and requests in flight get server.grace to finish (uvicorn's graceful shutdown)."""
+
+        draining = False
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            if sig == signal.SIGTERM and not self.draining:
+                self.draining = True
+                app.state.draining = True
+                delay = config.server.shutdown_delay
+                if delay > 0:
+                    threading.Timer(delay, super().handle_exit, (sig, frame)).start()
+                    return
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    DrainingServer(uvicorn.Config(app, **options)).run()  # type: ignore[arg-type]
     return 0
 
 
 def worker_app() -> object:
     """The app in a `--workers N` worker process, rebuilt from what `serve` decided."""
+    from . import logs
     from .app import create_app
+    from .reload import ConfigSource
 
+    logs.setup()
     spec = orjson.loads(os.environ[_SERVE_ENV])
-    config = configuration.load(spec["config"], demo=spec["demo"])
-    if spec["upstreams"]:
-        config = config.with_upstreams(spec["upstreams"], DEMO_KEY)
-    return create_app(config)
+    source = ConfigSource(spec["config"], demo=spec["demo"], upstreams=spec["upstreams"], demo_key=DEMO_KEY)
+    return create_app(source.load(), source=source)
 
 
 def _banner(config: Config, host: str, port: int, *, demo: bool) -> None:

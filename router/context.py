@@ -47,13 +47,24 @@ class RequestContext:
     usage: Usage | None = None
     """What the answering provider reported, for a whole (non-streamed) answer."""
     settlement_key: str | None = None
+    client: str | None = None
+    """The authenticated client's name, once known."""
+    model: str | None = None
+    """The requested model, once known to be a configured one (so it may be a label)."""
+    outcome: str | None = None
+    """How the request ended, for its log line: completed, error, client_disconnected, replayed."""
+    tokens: Usage | None = None
+    """What was settled."""
+    streamed: bool = False
+    overhead: float | None = None
+    """The router's own time until the answer started (as in Server-Timing)."""
     headers: RawHeaders = field(default_factory=list)
     """More headers for every response to this request: rate-limit windows, degraded state."""
 
     def response_headers(self) -> RawHeaders:
         """X-Router-Provider, X-Router-Attempts and Server-Timing, as of now."""
-        router_ms = max(0.0, (time.perf_counter() - self.started - self.upstream_wait) * 1000)
-        timing = f"router;dur={router_ms:.3f}"
+        self.overhead = max(0.0, time.perf_counter() - self.started - self.upstream_wait)
+        timing = f"router;dur={self.overhead * 1000:.3f}"
         if self.upstream_headers is not None:
             timing += f", upstream;dur={self.upstream_headers * 1000:.3f}"
         headers: RawHeaders = [(b"server-timing", timing.encode())]

@@ -31,6 +31,7 @@ async def chat_completions(request: Request) -> ProxyResponse:
     rt = runtime(request)
     ctx: RequestContext = request.scope[SCOPE_KEY]
     client = rt.auth.authenticate(request.headers.get("authorization"))
+    ctx.client = client.name if client else None
     raw = await request.body()
     body = _json_object(raw)
     validate(body)
@@ -39,6 +40,8 @@ async def chat_completions(request: Request) -> ProxyResponse:
     targets = rt.config.targets.get(model)
     if targets is None:
         raise ModelNotFound(f"The model '{model}' does not exist or no provider serves it.", param="model")
+    ctx.model = model  # configured: safe as a metric label
+    ctx.streamed = bool(body.get("stream"))
     headers = dict(request.scope["headers"])
     idempotency = idempotency_key(headers)
     opened = await rt.ledger.open(ctx, client, body, raw, targets, idempotency)
@@ -80,6 +83,8 @@ async def healthz(request: Request) -> BytesResponse:
 
 async def readyz(request: Request) -> BytesResponse:
     rt = runtime(request)
+    if getattr(request.app.state, "draining", False):
+        return BytesResponse(b'{"status":"draining","reason":"shutting down"}', status=503, headers=[])
     reason = rt.unready_reason()
     if reason is None:
         if rt.ledger.state.degraded:  # SPEC §3: degraded, still ready (on_failure: local)

@@ -23,15 +23,19 @@ never the request's own deadline. Time comes from an injected clock.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from . import logs
 from .classify import Verdict
 from .config import Breaker, Target
 from .errors import DeadlineExceeded, UpstreamError
+
+log = logging.getLogger("router.health")
 
 EXHAUSTED_COOLDOWN = 15 * 60.0
 """A key out of quota is tried again after this long: quotas roll over, accounts get topped up."""
@@ -72,6 +76,8 @@ class View:
 
 @dataclass(slots=True)
 class KeyHealth:
+    name: str = ""
+    """provider/key, for log lines."""
     failures: int = 0
     """Consecutive breaker failures while closed."""
     opened: int = 0
@@ -169,7 +175,7 @@ class Health:
         self._keys: dict[str, KeyHealth] = {}
         self._providers: dict[str, str] = {}
         for target in targets:
-            self._keys.setdefault(key_id(target), KeyHealth())
+            self._keys.setdefault(key_id(target), KeyHealth(key_id(target)))
             self._providers[key_id(target)] = target.provider.name
         self._drained: set[str] = set()
 
@@ -234,6 +240,8 @@ class Health:
         self._close(self._keys[key_id(target)])
 
     def _close(self, key: KeyHealth, *, rate_limited: bool = False) -> None:
+        if key.opened:
+            logs.event(log, logging.WARNING, "breaker closed", key=key.name)
         key.failures = key.opened = 0
         key.open_until = 0.0
         if not rate_limited:
@@ -252,6 +260,9 @@ class Health:
         key.opened += 1
         cooldown = min(self._breaker.cooldown * key.opened, self._breaker.max_cooldown)
         key.open_until = self._clock() + cooldown * (0.9 + 0.2 * self._jitter())
+        logs.event(
+            log, logging.WARNING, "breaker opened", key=key.name, times=key.opened, cooldown_s=cooldown
+        )
 
     def rate_limited(self, target: Target, retry_after: float | None) -> None:
         key = self._keys[key_id(target)]

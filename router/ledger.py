@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from . import limits
+from . import limits, metrics
 from .classify import Verdict
 from .config import Allowance, Client, Config, Limits, Target
 from .context import RequestContext
@@ -155,10 +155,15 @@ class Ledger:
             return ticket
         ctx.settlement_key = None  # nothing will be settled
         if isinstance(answer, Replay):
+            metrics.REPLAYS.inc()
+            ctx.outcome, ctx.settlement_key = "replayed", answer.stored.settlement_key
             return replay(answer.stored)
+        scope_name = client.name if client else limits.ANONYMOUS
         if isinstance(answer, Limited):
+            metrics.RATE_LIMITED.labels("client", scope_name, answer.limit).inc()
             raise limits.client_refused(client, answer)
         if isinstance(answer, Spent):
+            metrics.RATE_LIMITED.labels("client", scope_name, "budget").inc()
             raise limits.budget_spent(client)
         if isinstance(answer, Conflict):
             raise IdempotencyConflict(
@@ -169,6 +174,11 @@ class Ledger:
         raise IdempotencyKeyReused(
             "This idempotency key was already used with a different request body.", param="X-Idempotency-Key"
         )
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not yet settled."""
+        return len(self._open)
 
     def forget(self, settlement_key: str) -> None:
         self._open.pop(settlement_key, None)
@@ -415,6 +425,9 @@ class Ticket:
             if answer.local and DEGRADED not in self.ctx.headers:
                 self.ctx.headers.append(DEGRADED)
             return None
+        key_name = f"{provider.name}/{target.key.name}"
+        limit = answer.limit if isinstance(answer, Limited) else "quota"
+        metrics.RATE_LIMITED.labels("key", key_name, limit).inc()
         if isinstance(answer, Limited):
             # A full concurrency limit or a quota reserved by requests in flight frees up any
             # moment: skip the key for this request only. A window says when it has room.
@@ -465,6 +478,13 @@ class Ticket:
             return
         used = usage or estimated or Usage(0, 0)
         cost = limits.cost_nanos(used, target.route.price)
+        ctx.tokens, ctx.outcome = used, outcome
+        client_name = self.client.name if self.client else ""
+        labels = (client_name, self.model, target.provider.name)
+        metrics.TOKENS.labels(*labels, "prompt").inc(used.prompt_tokens)
+        metrics.TOKENS.labels(*labels, "completion").inc(used.completion_tokens)
+        if cost:
+            metrics.COST.labels(*labels).inc(cost / 1e9)
         record = orjson.dumps(
             {
                 "settlement_key": key,

@@ -1,27 +1,206 @@
-"""Prometheus metrics (the only prometheus_client user). SPEC §7 names the metrics.
+"""Prometheus metrics (the only prometheus_client user). SPEC §7 names them and their labels.
 
-Only what shared state reports so far; the rest of SPEC §7 builds on this module.
+Label values come only from configured names (clients, models, providers, keys) or from the
+small fixed sets below: an unknown model in a request never becomes a label value.
+
+Under `serve --workers N` every worker writes its values to PROMETHEUS_MULTIPROC_DIR (set by
+`serve` to a directory of its own, emptied at start) and /metrics merges them; the gauges say
+how (`multiprocess_mode`).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+import os
 
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from .errors import (
+    UpstreamConnectError,
+    UpstreamConnectionLost,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+REQUESTS = Counter(
+    "router_requests_total",
+    "Chat completion requests answered, by client, model, answering provider and HTTP status.",
+    ["client", "model", "provider", "code"],
+    registry=REGISTRY,
+)
+DURATION = Histogram(
+    "router_request_duration_seconds",
+    "Whole request time, a stream included.",
+    ["model", "provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+    registry=REGISTRY,
+)
+TTFT = Histogram(
+    "router_time_to_first_token_seconds",
+    "Streams: request sent upstream to the first chunk carrying answer content.",
+    ["model", "provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+OVERHEAD = Histogram(
+    "router_overhead_seconds",
+    "The router's own time on a request until its answer starts: total minus waiting on providers.",
+    buckets=(0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
+    registry=REGISTRY,
+)
+ATTEMPTS = Counter(
+    "router_upstream_attempts_total",
+    "Requests sent to providers, by how each ended.",
+    ["provider", "outcome"],
+    registry=REGISTRY,
+)
+TOKENS = Counter(
+    "router_tokens_total",
+    "Tokens settled, by client, model, provider and type (prompt or completion).",
+    ["client", "model", "provider", "type"],
+    registry=REGISTRY,
+)
+COST = Counter(
+    "router_cost_total",
+    "Cost settled, in the account's currency (providers.yaml price per million tokens).",
+    ["client", "model", "provider"],
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "router_rate_limited_total",
+    "Requests refused or keys skipped at a configured limit.",
+    ["scope", "name", "limit"],
+    registry=REGISTRY,
+)
+PROVIDER_UP = Gauge(
+    "router_provider_up",
+    "1 while a provider key is usable; 0 while its breaker is open, it is refused, out of quota or drained.",
+    ["provider", "key"],
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
+INFLIGHT = Gauge(
+    "router_inflight_requests",
+    "Requests in flight at each provider.",
+    ["provider"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+STREAM_OUTCOMES = Counter(
+    "router_stream_outcomes_total",
+    "How relayed streams ended: completed, error or client_disconnected.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+REPLAYS = Counter(
+    "router_idempotent_replays_total",
+    "Requests answered from a stored idempotent answer, with no upstream call.",
+    registry=REGISTRY,
+)
 STATE_ERRORS = Counter(
     "router_state_errors_total",
     "Shared-state operations that failed (Redis unreachable or too slow), by operation.",
     ["op"],
     registry=REGISTRY,
 )
+BUDGET_REMAINING = Gauge(
+    "router_budget_remaining",
+    "The fraction (0..1) of each client's budget left this period.",
+    ["client"],
+    multiprocess_mode="min",
+    registry=REGISTRY,
+)
+QUOTA_REMAINING = Gauge(
+    "router_quota_remaining",
+    "The fraction (0..1) of a provider's key quota left this period (its lowest key).",
+    ["provider"],
+    multiprocess_mode="min",
+    registry=REGISTRY,
+)
+RELOADS = Counter(
+    "router_config_reloads_total",
+    "Configuration reloads (SIGHUP or a changed file), by result: ok, or error (the old one kept).",
+    ["result"],
+    registry=REGISTRY,
+)
+
+NAMES = (
+    "router_requests_total",
+    "router_request_duration_seconds",
+    "router_time_to_first_token_seconds",
+    "router_overhead_seconds",
+    "router_upstream_attempts_total",
+    "router_tokens_total",
+    "router_cost_total",
+    "router_rate_limited_total",
+    "router_provider_up",
+    "router_inflight_requests",
+    "router_stream_outcomes_total",
+    "router_idempotent_replays_total",
+    "router_state_errors_total",
+    "router_budget_remaining",
+    "router_quota_remaining",
+    "router_config_reloads_total",
+)
+"""Every metric router exports, as scraped (counters with `_total`)."""
+
 for _op in ("acquire", "settle", "renew", "flush", "ping", "usage"):
     STATE_ERRORS.labels(_op)  # present at zero, so rate() and alerts see the series from the start
+for _result in ("ok", "error"):
+    RELOADS.labels(_result)
+for _outcome in ("completed", "error", "client_disconnected"):
+    STREAM_OUTCOMES.labels(_outcome)
+
+
+def attempt_outcome(error: UpstreamError | None) -> str:
+    """A bounded name for how an attempt ended."""
+    if error is None:
+        return "ok"
+    if isinstance(error, UpstreamStatusError):
+        verdict = str(error.verdict)
+        return "client_error" if verdict == "client_fault" else verdict
+    for kind, name in _KINDS:
+        if isinstance(error, kind):
+            return name
+    return "server_error"
+
+
+_KINDS: tuple[tuple[type[UpstreamError], str], ...] = (
+    (UpstreamTimeout, "timeout"),
+    (UpstreamConnectError, "connect_error"),
+    (UpstreamConnectionLost, "connection_lost"),
+    (UpstreamProtocolError, "protocol_error"),
+)
 
 
 def state_error(op: str) -> None:
     STATE_ERRORS.labels(op).inc()
 
 
+def prepare_multiprocess(directory: str) -> None:
+    """Before workers start: their own, empty directory (stale files would add old values)."""
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+    os.environ[MULTIPROC_ENV] = directory
+
+
 def exposition() -> tuple[bytes, str]:
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

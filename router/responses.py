@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from . import sse
+from . import metrics, sse
 from .disconnect import DisconnectWatch
 from .errors import DeadlineExceeded, RouterError, UpstreamError, UpstreamTimeout
 from .relay import StreamRelay
@@ -115,6 +115,7 @@ class StreamResponse:
                 self._settled = True  # first: a second cancellation below must not skip it
                 self.later(self.settle(self))
             await asyncio.shield(self._close_upstream())
+            metrics.STREAM_OUTCOMES.labels(self.outcome if self.outcome != "pending" else "error").inc()
             if self._on_end is not None:
                 self._on_end(self.outcome, self.failure)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from . import metrics
@@ -37,6 +39,8 @@ class Runtime:
         self.health = health or Health(self.targets, config.routing.breaker)
         self.proxy = Proxy(config, upstream, self.health)
         self._models_json: dict[str | None, bytes] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        """Its background work (probes, lease renewal, gauges): stopped when it is retired."""
 
     def models_json(self, client: Client | None) -> bytes:
         """GET /v1/models for this client: the configured models its allow-list admits."""

@@ -101,14 +101,23 @@ def _admin(raw: Any, p: Problems) -> Admin:
 
 
 def _server(raw: Any, p: Problems) -> Server:
-    m = p.mapping(raw, "server", ("host", "port", "max_body_bytes"))
+    m = p.mapping(raw, "server", ("host", "port", "max_body_bytes", "shutdown_delay", "grace"))
     return Server(
         host=p.string(m.get("host"), "server.host", _DEFAULT_SERVER.host, empty_ok=False),
         port=p.integer(m.get("port"), "server.port", _DEFAULT_SERVER.port, lo=1, hi=65535),
         max_body_bytes=p.integer(
             m.get("max_body_bytes"), "server.max_body_bytes", _DEFAULT_SERVER.max_body_bytes, lo=1024
         ),
+        shutdown_delay=_delay(m.get("shutdown_delay"), "server.shutdown_delay", p),
+        grace=p.duration(m.get("grace"), "server.grace", _DEFAULT_SERVER.grace),
     )
+
+
+def _delay(raw: Any, path: str, p: Problems) -> float:
+    """A duration that may be zero ("0s" or 0: no delay)."""
+    if raw in (0, "0", "0s", "0ms"):
+        return 0.0
+    return p.duration(raw, path, _DEFAULT_SERVER.shutdown_delay)
 
 
 def _state(raw: Any, p: Problems) -> State:

@@ -153,6 +153,10 @@ class Server:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 8 * 1024 * 1024
+    shutdown_delay: float = 0.0
+    """SIGTERM: seconds to keep accepting (with /readyz 503) so load balancers notice first."""
+    grace: float = 30.0
+    """SIGTERM: seconds in-flight requests (streams) get to finish once new connections stop."""
 
 
 @dataclass(frozen=True, slots=True)

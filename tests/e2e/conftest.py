@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,25 +31,33 @@ class Served:
     process: subprocess.Popen[str]
     url: str
     banner: list[str]
+    output: Path
+    """Its stdout (the banner) and stderr (JSON log lines), in a file: a pipe nobody reads
+    would fill and stop the router once it has logged enough."""
+
+    def log_lines(self) -> list[str]:
+        return self.output.read_text(errors="replace").splitlines()
 
 
 def serve(*args: str, env: dict[str, str] | None = None) -> Served:
     """Start `router serve ARGS` and wait until it answers /healthz; stopped by PID at teardown."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
-    process = subprocess.Popen(
-        [*ROUTER, "serve", "--port", str(port), *args],
-        cwd=ROOT,
-        env={**environment, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    output = Path(tempfile.mkstemp(prefix="router-serve-", suffix=".log")[1])
+    with output.open("w") as sink:
+        process = subprocess.Popen(
+            [*ROUTER, "serve", "--port", str(port), *args],
+            cwd=ROOT,
+            env={**environment, **(env or {})},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"router serve exited: {process.stdout.read() if process.stdout else ''}")
+            raise RuntimeError(f"router serve exited: {output.read_text()}")
         try:
             if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
                 break
@@ -57,11 +66,8 @@ def serve(*args: str, env: dict[str, str] | None = None) -> Served:
     else:
         stop(process)
         raise RuntimeError("router serve did not come up")
-    banner = []
-    assert process.stdout is not None
-    while len(banner) < 3:
-        banner.append(process.stdout.readline().rstrip("\n"))
-    return Served(process, url, banner)
+    banner = [line for line in output.read_text().splitlines() if not line.startswith("{")][:3]
+    return Served(process, url, banner, output)
 
 
 def stop(process: subprocess.Popen[str]) -> None:
