@@ -210,7 +210,8 @@ providers:
 
 
 def start(command: list[str], core: int | None) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
+    # Its JSON log lines are part of the cost being measured, but not of the report.
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if core is not None:
         os.sched_setaffinity(process.pid, {core})
     return process
