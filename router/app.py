@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from . import admin, gauges, handlers, probes, reload
+from . import admin, gauges, handlers, metrics, probes, reload
 from .access import AccessMiddleware
 from .config import Config
 from .middleware import BodyLimitMiddleware, ErrorMiddleware, RequestIdMiddleware
@@ -39,6 +39,8 @@ def create_app(
         pools = upstream or Upstream.pooled(config.providers, connect_timeout=config.routing.timeouts.connect)
         keep_state = previous is not None and previous.config.state == config.state
         rt = Runtime(config, pools, state=previous.ledger.state if keep_state and previous else None)
+        if previous is not None:
+            rt.health.adopt(previous.health)  # breakers, refused keys and drains survive a reload
         rt.tasks = [
             asyncio.create_task(probes.run(config, rt.proxy, rt.health)),
             asyncio.create_task(rt.ledger.keep()),
@@ -46,21 +48,34 @@ def create_app(
         ]
         return rt
 
-    async def retire(rt: Runtime) -> None:
-        """Stop a runtime once no request uses it; its pools and (unless shared) store close."""
-        current: Runtime | None = getattr(app.state, "runtime", None)
-        if current is not rt:
-            await asyncio.sleep(RETIRE_AFTER)
-            await reload.drained(rt, timeout=rt.config.routing.timeouts.total)
+    retired: set[Runtime] = set()
+    """Replaced runtimes not yet stopped: requests that started on them may still run."""
+
+    async def stop(rt: Runtime) -> None:
         for task in rt.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        rt.tasks = []
         await rt.ledger.aclose()
-        if current is rt or current is None or current.ledger.state is not rt.ledger.state:
+        current: Runtime = app.state.runtime
+        still_used = {r.ledger.state for r in (current, *retired) if r is not rt}
+        if rt.ledger.state not in still_used:
             await rt.ledger.state.store.aclose()
-        if upstream is None or current is rt:
+        if upstream is None:
             await rt.upstream.aclose()
+
+    async def retire(rt: Runtime) -> None:
+        """Stop a replaced runtime once no request uses it (bounded by the request deadline)."""
+        retired.add(rt)
+        rt.tasks[2].cancel()  # its gauges: the new runtime's say what is configured now
+        metrics.forget_gauges()
+        try:
+            await asyncio.sleep(RETIRE_AFTER)
+            await reload.drained(rt, timeout=rt.config.routing.timeouts.total)
+        finally:
+            retired.discard(rt)
+            await asyncio.shield(stop(rt))
 
     def swap(rt: Runtime) -> None:
         app.state.runtime = rt
@@ -78,14 +93,12 @@ def create_app(
         try:
             yield
         finally:
-            for task in watchers:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+            for task in watchers + list(reloader.retiring if reloader else ()):
+                task.cancel()  # a retiring runtime's `finally` stops it now
+                with contextlib.suppress(BaseException):
                     await task
-            if reloader is not None:
-                for task in list(reloader.retiring):
-                    task.cancel()
-            await retire(app.state.runtime)
+            await stop(app.state.runtime)
+            metrics.process_exiting()
 
     routes = [
         Route("/v1/chat/completions", handlers.chat_completions, methods=["POST"]),

@@ -23,6 +23,7 @@ from .config import Config, ConfigError
 
 DEMO_KEY = "demo-provider-key"
 _SERVE_ENV = "ROUTER_SERVE_SPEC"  # how `serve --workers N` hands its choices to worker processes
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read when prometheus_client is imported: set it first
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,6 +167,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _run_uvicorn(config: Config, host: str, port: int, args: argparse.Namespace) -> int:
     import uvicorn
 
+    # Before anything imports prometheus_client: it picks its storage from this variable.
+    made = _metrics_directory(workers=args.workers)
     from . import logs
     from .reload import ConfigSource
 
@@ -186,13 +189,6 @@ def _run_uvicorn(config: Config, host: str, port: int, args: argparse.Namespace)
     path = args.config or configuration.default_path()
     upstreams = {name: p.base_url for name, p in config.providers.items()} if args.demo else None
     if args.workers > 1:
-        from . import metrics
-
-        made = None
-        directory = os.environ.get(metrics.MULTIPROC_ENV)
-        if not directory:
-            directory = made = tempfile.mkdtemp(prefix="router-metrics-")
-        metrics.prepare_multiprocess(directory)  # this instance's own, emptied: no stale values
         os.environ[_SERVE_ENV] = orjson.dumps(
             {"config": path, "demo": args.demo, "upstreams": upstreams}
         ).decode()
@@ -223,8 +219,29 @@ def _run_uvicorn(config: Config, host: str, port: int, args: argparse.Namespace)
                     return
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
-    DrainingServer(uvicorn.Config(app, **options)).run()  # type: ignore[arg-type]
+    try:
+        DrainingServer(uvicorn.Config(app, **options)).run()  # type: ignore[arg-type]
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
     return 0
+
+
+def _metrics_directory(*, workers: int) -> str | None:
+    """prometheus-client's multiprocess directory: $PROMETHEUS_MULTIPROC_DIR if set (emptied:
+    stale files would add old values), else with --workers a temporary one of this instance's
+    own. Returns the directory it made, for removal at exit."""
+    directory = os.environ.get(_MULTIPROC_ENV)
+    made = None
+    if not directory and workers > 1:
+        directory = made = tempfile.mkdtemp(prefix="router-metrics-")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.remove(os.path.join(directory, name))
+        os.environ[_MULTIPROC_ENV] = directory
+    return made
 
 
 def worker_app() -> object:

@@ -20,7 +20,8 @@ EVERY = 1.0
 """Seconds between samples of health (cheap, in memory)."""
 USAGE_EVERY = 15.0
 """Seconds between reads of budgets and quotas (a few store reads per client and key)."""
-_DOWN = (Status.OPEN, Status.BROKEN, Status.EXHAUSTED, Status.DRAINED)
+_DOWN = (Status.OPEN, Status.HALF_OPEN, Status.BROKEN, Status.EXHAUSTED, Status.DRAINED)
+"""Half-open is a failing key's one trial, not a key known good: still down to an alert."""
 
 
 def sample_health(rt: Runtime) -> None:

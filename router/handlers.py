@@ -29,6 +29,14 @@ def runtime(request: Request) -> Runtime:
 
 async def chat_completions(request: Request) -> ProxyResponse:
     rt = runtime(request)
+    rt.active += 1  # a reload retires this runtime only once no request still uses it
+    try:
+        return await _chat_completions(request, rt)
+    finally:
+        rt.active -= 1
+
+
+async def _chat_completions(request: Request, rt: Runtime) -> ProxyResponse:
     ctx: RequestContext = request.scope[SCOPE_KEY]
     client = rt.auth.authenticate(request.headers.get("authorization"))
     ctx.client = client.name if client else None

@@ -284,6 +284,13 @@ class Health:
 
     # -- operators ------------------------------------------------------------------------
 
+    def adopt(self, old: Health) -> None:
+        """After a reload: keep what was known about keys that are still configured (breakers,
+        cool-downs, refused or exhausted keys, latency) and the operator's drains."""
+        for name in self._keys.keys() & old._keys.keys():
+            self._keys[name] = old._keys[name]
+        self._drained |= old._drained & set(self._providers.values())
+
     def drain(self, provider: str) -> None:
         self._drained.add(provider)
 

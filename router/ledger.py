@@ -363,6 +363,7 @@ class Ticket:
 
     def abandoned(self) -> None:
         """The client left (or the server is stopping) before an answer: settle in the background."""
+        self.ctx.outcome = "client_disconnected"
         self._ledger.later(
             self.close(status=499, outcome="client_disconnected", usage=None, estimated=self._guess(0))
         )

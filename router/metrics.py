@@ -88,7 +88,7 @@ PROVIDER_UP = Gauge(
     "router_provider_up",
     "1 while a provider key is usable; 0 while its breaker is open, it is refused, out of quota or drained.",
     ["provider", "key"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
     registry=REGISTRY,
 )
 INFLIGHT = Gauge(
@@ -119,14 +119,14 @@ BUDGET_REMAINING = Gauge(
     "router_budget_remaining",
     "The fraction (0..1) of each client's budget left this period.",
     ["client"],
-    multiprocess_mode="min",
+    multiprocess_mode="livemin",
     registry=REGISTRY,
 )
 QUOTA_REMAINING = Gauge(
     "router_quota_remaining",
     "The fraction (0..1) of a provider's key quota left this period (its lowest key).",
     ["provider"],
-    multiprocess_mode="min",
+    multiprocess_mode="livemin",
     registry=REGISTRY,
 )
 RELOADS = Counter(
@@ -189,13 +189,17 @@ def state_error(op: str) -> None:
     STATE_ERRORS.labels(op).inc()
 
 
-def prepare_multiprocess(directory: str) -> None:
-    """Before workers start: their own, empty directory (stale files would add old values)."""
-    os.makedirs(directory, exist_ok=True)
-    for name in os.listdir(directory):
-        if name.endswith(".db"):
-            os.remove(os.path.join(directory, name))
-    os.environ[MULTIPROC_ENV] = directory
+def process_exiting() -> None:
+    """A worker that stops: its live gauges leave the merged view (a restarted worker's would
+    otherwise stay forever)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def forget_gauges() -> None:
+    """After a reload: the new runtime sets afresh what is still configured."""
+    for gauge in (PROVIDER_UP, INFLIGHT, BUDGET_REMAINING, QUOTA_REMAINING):
+        gauge.clear()
 
 
 def exposition() -> tuple[bytes, str]:

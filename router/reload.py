@@ -10,7 +10,6 @@ stays. Shared state is kept across a reload unless the `state` section changed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -70,17 +69,15 @@ class Reloader:
     async def reload(self, why: str, start: Start, retire: Retire) -> bool:
         async with self._lock:
             self._seen = self._source.fingerprint()
+            old = self._current()
             try:
                 config = self._source.load()
+                new = await start(config, old)
             except ConfigError as error:
-                metrics.RELOADS.labels("error").inc()
-                logs.event(
-                    log, logging.ERROR, "config reload refused; the running config is kept",
-                    trigger=why, problems=error.problems[:20],
-                )  # fmt: skip
-                return False
-            old = self._current()
-            new = await start(config, old)
+                return self._refused(why, problems=error.problems[:20])
+            except Exception as error:  # a file cut mid-write, a URL that will not parse, ...
+                # Only the kind of error: its text may quote the file (a key, a password).
+                return self._refused(why, error=type(error).__name__)
             self._swap(new)
             metrics.RELOADS.labels("ok").inc()
             logs.event(
@@ -91,6 +88,13 @@ class Reloader:
             self.retiring.add(task)
             task.add_done_callback(self.retiring.discard)
             return True
+
+    def _refused(self, why: str, **details: Any) -> bool:
+        metrics.RELOADS.labels("error").inc()
+        logs.event(
+            log, logging.ERROR, "config reload refused; the running config is kept", trigger=why, **details
+        )
+        return False
 
     def trigger(self, why: str, start: Start, retire: Retire) -> None:
         """From a signal handler: reload soon, in a task of its own."""
@@ -104,12 +108,14 @@ class Reloader:
             await asyncio.sleep(WATCH_EVERY)
             seen = self._source.fingerprint()
             if seen is not None and seen != self._seen:
-                await self.reload("file changed", start, retire)
+                try:
+                    await self.reload("file changed", start, retire)
+                except Exception:  # the watcher outlives any one reload
+                    log.exception("config reload failed")
 
 
 async def drained(rt: Runtime, *, timeout: float) -> None:
-    """Wait until the requests that started on `rt` have all settled, or `timeout`."""
+    """Wait until the requests that started on `rt` have all finished and settled, or `timeout`."""
     deadline = time.monotonic() + timeout
-    with contextlib.suppress(asyncio.CancelledError):
-        while rt.ledger.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
+    while (rt.active or rt.ledger.in_flight) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)

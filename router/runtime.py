@@ -40,6 +40,8 @@ class Runtime:
         self.proxy = Proxy(config, upstream, self.health)
         self._models_json: dict[str | None, bytes] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self.active = 0
+        """Requests in a handler on this runtime (streams stay counted by the ledger after)."""
         """Its background work (probes, lease renewal, gauges): stopped when it is retired."""
 
     def models_json(self, client: Client | None) -> bytes:

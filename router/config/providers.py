@@ -61,7 +61,7 @@ def _provider(name: str, raw: Any, path: str, p: Problems, *, demo: bool) -> Pro
         elif "base_url" in m:
             p.add(f"{path}.base_url", "empty: set it, or its variable, to the provider's URL")
     elif not base_url.startswith(("http://", "https://")):
-        p.add(f"{path}.base_url", f"expected an http:// or https:// URL, got {base_url!r}")
+        p.add(f"{path}.base_url", "expected an http:// or https:// URL")  # not echoed: it may hold a token
     dialect = m.get("dialect", name if name in DIALECTS else None)
     if dialect is not None and dialect not in DIALECTS:
         p.add(f"{path}.dialect", f"expected one of {', '.join(DIALECTS)}, got {dialect!r}")

@@ -15,6 +15,7 @@ With on_failure: closed every request that needs the store gets StateUnavailable
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -56,6 +57,9 @@ class GuardedStore:
         self._down_until = 0.0
         self._pause = 0.0
         self.outbox: deque[Settle] = deque()
+        self._flushing = asyncio.Lock()
+        """One flush at a time: two (an old runtime's keeper beside a new one's) would each
+        write the head of the outbox and pop what the other had not written."""
 
     @property
     def degraded(self) -> bool:
@@ -111,15 +115,16 @@ class GuardedStore:
     async def flush(self, *, at_most: int = FLUSH_BATCH) -> int:
         """Write the outbox to the store, oldest first; stops at the first error. Returns how many."""
         written = 0
-        while self.outbox and self._usable() and written < at_most:
-            try:
-                await self.store.settle(self.outbox[0])
-            except StateError as error:
-                self._failed("flush", error)
-                break
-            self._succeeded()
-            self.outbox.popleft()
-            written += 1
+        async with self._flushing:
+            while self.outbox and self._usable() and written < at_most:
+                try:
+                    await self.store.settle(self.outbox[0])
+                except StateError as error:
+                    self._failed("flush", error)
+                    break
+                self._succeeded()
+                self.outbox.popleft()
+                written += 1
         if written:
             log.info("state: wrote %d settlement(s) from the outbox", written)
         return written

@@ -97,7 +97,7 @@ def test_one_json_line_per_request_and_no_secret_anywhere(
 def test_sighup_reloads_without_dropping_a_stream_and_refuses_a_bad_config(
     sim: Sim, served: list[Served], tmp_path: Path
 ) -> None:
-    server = sim("trinity", chunks=30, chunk_gap=0.05)  # a 1.5 s stream
+    server = sim("trinity", chunks=120, chunk_gap=0.05)  # a 6 s stream: it outlives the reload's retire delay
     path = tmp_path / "providers.yaml"
     path.write_text(config_text(server))
     s = serve("--config", str(path))
@@ -122,8 +122,15 @@ def test_sighup_reloads_without_dropping_a_stream_and_refuses_a_bad_config(
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert chat(s.url, model="gpt-4o-mini").status_code == 200  # the old config serves on
+    path.write_bytes(config_text(server).encode()[:40] + b"\xe4\xbd")  # cut mid-character, mid-write
+    os.kill(s.process.pid, signal.SIGHUP)
+    while 'router_config_reloads_total{result="error"} 2.0' not in httpx.get(s.url + "/metrics").text:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert chat(s.url, model="gpt-4o-mini").status_code == 200
     refused = [line for line in json_lines(s) if line["msg"].startswith("config reload refused")]
-    assert refused and any("providers.trinity" in str(p) for p in refused[0]["problems"])  # type: ignore[union-attr]
+    assert any("providers.trinity" in str(p) for p in refused[0]["problems"])  # type: ignore[union-attr]
+    assert refused[1]["error"] == "UnicodeDecodeError"
 
 
 def test_a_changed_config_file_is_reloaded_without_a_signal(
