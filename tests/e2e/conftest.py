@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -70,7 +71,7 @@ def serve(*args: str, env: dict[str, str] | None = None) -> Served:
     return Served(process, url, banner, output)
 
 
-def stop(process: subprocess.Popen[str]) -> None:
+def stop(process: subprocess.Popen[Any]) -> None:
     """End a process this test started, by its PID."""
     if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)

@@ -8,9 +8,7 @@ seconds, not minutes: the expressions are exactly what ships.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +22,7 @@ import yaml
 from router.sim import SimServer
 from tests.conftest import RouterThread, provider_yaml
 from tests.deploy.support import rule_groups
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import free_port, stop
 
 Sim = Callable[..., SimServer]
 Router = Callable[..., RouterThread]
@@ -82,14 +80,8 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[str], str]]:
             time.sleep(0.2)
 
     yield start
-    for process in started:  # ours, by PID
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(5)
+    for process in started:
+        stop(process)
 
 
 def query(url: str, expr: str) -> list[dict[str, Any]]:
