@@ -68,16 +68,27 @@ def create_app(
     async def retire(rt: Runtime) -> None:
         """Stop a replaced runtime once no request uses it (bounded by the request deadline)."""
         retired.add(rt)
-        rt.tasks[2].cancel()  # its gauges: the new runtime's say what is configured now
-        metrics.forget_gauges()
         try:
             await asyncio.sleep(RETIRE_AFTER)
             await reload.drained(rt, timeout=rt.config.routing.timeouts.total)
         finally:
-            retired.discard(rt)
-            await asyncio.shield(stop(rt))
+            stopping = asyncio.ensure_future(stop(rt))
+            try:
+                await asyncio.shield(stopping)
+            except asyncio.CancelledError:
+                await stopping  # shutdown: still finish it before anything closes under it
+                raise
+            finally:
+                retired.discard(rt)
 
     def swap(rt: Runtime) -> None:
+        old: Runtime | None = getattr(app.state, "runtime", None)
+        if old is not None:
+            # Its probes would use keys the new config may have replaced, and its gauges would
+            # say what is no longer configured. (The new runtime's tasks have not run yet.)
+            for task in old.tasks[0], old.tasks[2]:
+                task.cancel()
+            metrics.forget_gauges()
         app.state.runtime = rt
 
     @asynccontextmanager
@@ -93,8 +104,18 @@ def create_app(
         try:
             yield
         finally:
-            for task in watchers + list(reloader.retiring if reloader else ()):
-                task.cancel()  # a retiring runtime's `finally` stops it now
+            if reloader is not None:
+                reloader.closing = True  # a SIGHUP from here on reloads nothing
+                with contextlib.suppress(Exception):
+                    asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            for task in watchers:
+                task.cancel()
+            while reloader is not None and reloader.retiring:
+                for task in list(reloader.retiring):
+                    task.cancel()  # a retiring runtime's `finally` stops it now
+                    with contextlib.suppress(BaseException):
+                        await task
+            for task in watchers:
                 with contextlib.suppress(BaseException):
                     await task
             await stop(app.state.runtime)

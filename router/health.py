@@ -27,7 +27,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from . import logs
@@ -288,7 +288,11 @@ class Health:
         """After a reload: keep what was known about keys that are still configured (breakers,
         cool-downs, refused or exhausted keys, latency) and the operator's drains."""
         for name in self._keys.keys() & old._keys.keys():
-            self._keys[name] = old._keys[name]
+            key = self._keys[name] = replace(old._keys[name])  # a copy: the old runtime runs on a while
+            key.broken = False  # refused until reload: the reload may carry the replaced key
+            key.trial = False
+            key.inflight = 0
+            key.not_served = dict(key.not_served)
         self._drained |= old._drained & set(self._providers.values())
 
     def drain(self, provider: str) -> None:

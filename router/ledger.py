@@ -232,7 +232,8 @@ class Ledger:
         if self._background:
             await asyncio.wait(self._background, timeout=grace)
         with contextlib.suppress(Exception):
-            await self.state.flush()
+            while self.state.outbox and await self.state.flush():
+                pass  # all of it, in batches, until it is empty or the store fails again
         if self.state.outbox:
             log.error("state: %d settlement record(s) could not be written", len(self.state.outbox))
 
@@ -347,11 +348,10 @@ class Ticket:
     async def answered(self, response: BytesResponse) -> None:
         """A whole answer, about to be sent."""
         stored = self._stored(200, stream=False, body=response.body)
-        await asyncio.shield(
-            self.close(
-                status=200, outcome="completed", usage=self.ctx.usage, estimated=self._guess(0), stored=stored
-            )
+        done = self.close(
+            status=200, outcome="completed", usage=self.ctx.usage, estimated=self._guess(0), stored=stored
         )
+        await asyncio.shield(self._ledger.later(done))
 
     async def failed(self, error: RouterError) -> None:
         """The request ends with `error`. A final answer that is the client's fault (a 400 from

@@ -63,11 +63,14 @@ class Reloader:
         self._swap = swap
         self._lock = asyncio.Lock()
         self._seen = source.fingerprint()
+        self.closing = False
         self.retiring: set[asyncio.Task[Any]] = set()
         """Reloads under way, and runtimes being retired."""
 
     async def reload(self, why: str, start: Start, retire: Retire) -> bool:
         async with self._lock:
+            if self.closing:
+                return False
             self._seen = self._source.fingerprint()
             old = self._current()
             try:

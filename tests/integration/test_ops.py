@@ -59,7 +59,7 @@ def test_the_providers_report_shows_each_keys_state(sim: Sim, router: Router) ->
     by_name = {p["name"]: p for p in report}
     key_a = by_name["a"]["keys"][0]
     assert key_a["key"] == "a-0" and key_a["status"] == "open" and key_a["consecutive_failures"] == 3
-    assert 27 <= key_a["retry_in_seconds"] <= 33
+    assert 25 <= key_a["retry_in_seconds"] <= 33  # 30 s +-10 %, less the time since it opened
     assert by_name["b"]["keys"][0]["status"] == "closed" and by_name["b"]["keys"][0]["answer_ms"] > 0
     assert "a-secret-key" not in str(report)  # names, never keys
 

@@ -244,3 +244,18 @@ def test_latency_is_an_ewma_kept_apart_for_streams_and_whole_answers() -> None:
     first.end()  # ending twice counts once
     second.end()
     assert health.view(a).inflight == 0
+
+
+def test_a_reload_keeps_breakers_and_drains_but_gives_a_refused_key_another_chance() -> None:
+    old, clock, targets = setup(failures=1)
+    a0, a1, b0 = targets[0], targets[1], targets[2]
+    lease(old, a0).failed()
+    old.rejected(a1)
+    old.drain("b")
+    new = Health(targets, Breaker(failures=1, cooldown=30, max_cooldown=300), clock=clock, jitter=lambda: 0.5)
+    new.adopt(old)
+    assert status(new, a0) is Status.OPEN
+    assert status(new, a1) is Status.CLOSED  # its key may have been replaced in the new file
+    assert status(new, b0) is Status.DRAINED
+    new.rejected(a0)  # the two runtimes no longer share what they know
+    assert status(old, a0) is Status.OPEN
