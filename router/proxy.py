@@ -28,7 +28,7 @@ from .types import JSON
 from .upstream import Upstream
 
 if TYPE_CHECKING:
-    from .ledger import Ticket
+    from .ticket import Ticket
 
 _CONVERSATION = re.compile(rb"^[\x21-\x7e]{1,256}$")
 # Failures after which this request leaves the target alone: a silent target costs one
