@@ -113,7 +113,7 @@ class Ledger:
             claim=claim,
             budget=True,
         )
-        ticket = Ticket(self, ctx, client, body, raw, reserve, ask, idempotency)
+        ticket = Ticket(self, ctx, client, body, reserve, ask, idempotency)
         try:
             if self.state.refusing:
                 raise StateUnavailableError()

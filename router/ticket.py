@@ -62,7 +62,6 @@ class Ticket:
         ctx: RequestContext,
         client: Client | None,
         body: JSON,
-        raw: bytes,
         reserve: Usage,
         ask: Ask | None,
         idempotency: str | None,
