@@ -100,15 +100,18 @@ class Ledger:
         settlement_key = "stl_" + os.urandom(12).hex()
         ctx.settlement_key = settlement_key
         reserve = limits.estimate(body, len(raw))
+        budget = client.budget if client else None
+        # A cost budget reserves at the dearest target's price; nothing else needs a price.
+        price = limits.dearest(targets) if budget is not None and budget.cost is not None else None
         claim = None
         if idempotency is not None:
             claim = Claim(idempotency, hashlib.sha256(raw).hexdigest()[:32], settlement_key)
         ask = limits.ask(
-            limits.client_scope(client),
+            limits.client_scope(client.name if client else None),
             client.limits if client else NO_LIMITS,
-            client.budget if client else None,
+            budget,
             reserve=reserve,
-            price=limits.dearest(targets),
+            price=price,
             lease=settlement_key,
             claim=claim,
             budget=True,
@@ -225,15 +228,15 @@ class Ledger:
         wanted = (day, month, "total")
         clients = {}
         for client in self.config.clients or (None,):
-            used = await self.state.usage(limits.client_scope(client), wanted)
+            used = await self.state.usage(limits.client_scope(client.name if client else None), wanted)
             budget = client.budget if client else None
             clients[client.name if client else limits.ANONYMOUS] = _usage_row(used, budget)
         providers: dict[str, JSON] = {}
-        for provider in self.config.providers.values():
-            for key in provider.keys:
-                scope = f"p:{provider.name}/{key.name}"
-                used = await self.state.usage(scope, wanted)
-                providers.setdefault(provider.name, {})[key.name] = _usage_row(used, provider.quota)
+        keys = {t.name: t for targets in self.config.targets.values() for t in targets}
+        for target in keys.values():
+            used = await self.state.usage(limits.key_scope(target), wanted)
+            row = _usage_row(used, target.provider.quota)
+            providers.setdefault(target.provider.name, {})[target.key.name] = row
         return {"periods": {"day": day, "month": month}, "clients": clients, "providers": providers}
 
 
@@ -261,8 +264,8 @@ async def read(config: Config, *, client: str | None = None, since: float = 0.0)
     try:
         found = []
         for name in names:
-            scope = "c:" + name
-            found += [orjson.loads(r) for r in await store.records(scope, since=since)]
+            records = await store.records(limits.client_scope(name), since=since)
+            found += [orjson.loads(r) for r in records]
     finally:
         await store.aclose()
     return sorted(found, key=lambda r: r["started_at"])

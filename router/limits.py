@@ -26,12 +26,13 @@ ANONYMOUS = "_"
 """The one scope all requests share when no clients are configured."""
 
 
-def client_scope(client: Client | None) -> str:
-    return "c:" + (client.name if client else ANONYMOUS)
+def client_scope(name: str | None) -> str:
+    """A client's scope in shared state, by its name (None: the one anonymous scope)."""
+    return "c:" + (name or ANONYMOUS)
 
 
 def key_scope(target: Target) -> str:
-    return f"p:{target.provider.name}/{target.key.name}"
+    return "p:" + target.name
 
 
 def estimate(body: JSON, body_bytes: int) -> Usage:

@@ -20,7 +20,7 @@ ACCESS = logging.getLogger("router.access")
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": _iso(record.created),
+            "ts": utc_iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -52,5 +52,6 @@ def event(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
     logger.log(level, msg, extra={"fields": fields})
 
 
-def _iso(epoch: float) -> str:
+def utc_iso(epoch: float) -> str:
+    """2026-11-22T08:00:00.123Z: log lines and settlement records."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"

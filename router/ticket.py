@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from . import limits, metrics
+from . import limits, logs, metrics
 from .classify import Verdict
 from .config import Client, Target
 from .context import RequestContext
@@ -162,7 +162,7 @@ class Ticket:
             if answer.local and DEGRADED not in self.ctx.headers:
                 self.ctx.headers.append(DEGRADED)
             return None
-        key_name = f"{provider.name}/{target.key.name}"
+        key_name = target.name
         limit = answer.limit if isinstance(answer, Limited) else "quota"
         metrics.RATE_LIMITED.labels("key", key_name, limit).inc()
         if isinstance(answer, Limited):
@@ -238,11 +238,12 @@ class Ticket:
                 "usage_source": "provider" if usage is not None else "estimated",
                 "status": status,
                 "outcome": outcome,
-                "started_at": _iso(self.started_at),
+                "started_at": logs.utc_iso(self.started_at),
                 "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
             }
         )
-        steps = [self._client_settle(used, cost, record, stored)]
+        periods = limits.periods(self.started_at)
+        steps = [self._client_settle(used, cost, record, stored, periods)]
         for t in list(self._keys):
             if t is not target:
                 steps.append(self.release_key(t))
@@ -259,7 +260,7 @@ class Ticket:
                         tpm_delta=used.total_tokens - (granted.tokens if granted else 0),
                         tokens=used.total_tokens,
                         cost_nanos=cost,
-                        periods=limits.periods(self.started_at),
+                        periods=periods,
                     ),
                     local=granted.local if granted else False,
                 )
@@ -267,28 +268,29 @@ class Ticket:
         await asyncio.gather(*steps)
 
     async def _client_settle(
-        self, used: Usage | None, cost: int | None, record: bytes | None, stored: Stored | None = None
+        self,
+        used: Usage | None,
+        cost: int | None,
+        record: bytes | None,
+        stored: Stored | None = None,
+        periods: tuple[str, ...] = (),
     ) -> None:
         ask, granted = self.ask, self.granted
         if record is None and granted is None:
             return  # nothing was taken, nothing to give back
         tokens = used.total_tokens if used else 0
         settle = Settle(
-            scope=ask.scope if ask else limits.client_scope(self.client),
+            scope=ask.scope if ask else limits.client_scope(self.client.name if self.client else None),
             settlement_key=self.settlement_key,
             hold=granted.hold if granted else None,
             tpm=ask.tpm if ask else 0,
             tpm_delta=tokens - (granted.tokens if granted else 0),
             tokens=tokens,
             cost_nanos=cost or 0,
-            periods=limits.periods(self.started_at) if record is not None else (),
+            periods=periods if record is not None else (),
             record=record,
             claim_key=ask.claim.key if ask and ask.claim else None,
             claim_hash=ask.claim.body_hash if ask and ask.claim else "",
             stored=stored,
         )
         await self._ledger.state.settle(settle, local=granted.local if granted else False)
-
-
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
