@@ -1,21 +1,17 @@
-"""The only httpx user: one pooled transport per provider, and the boundary for its errors.
+"""Every provider's connection pool, and the boundary for its errors.
 
-httpx is the API spoken here (Request, Response, AsyncBaseTransport). Requests go to the
-provider's transport directly rather than through httpx.AsyncClient: measured, the client
-layer adds ~70 µs a request (cookie jar, auth flow, redirect machinery, logging) for
-features a proxy must not use. A shared cookie jar would even carry one tenant's provider
-cookies into another tenant's calls. The transport under it is chosen in one place
-(`transport_factory`) and can be replaced without touching anything else.
+Requests go through http1.Pool, router's own lean HTTP/1.1 client (see its docstring for
+why not httpx or aiohttp). The client is chosen in one place (`client_factory`) and can be
+replaced without touching anything else: tests bring clients that fail on purpose.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Protocol
 
-import httpx
-
-from .aiohttp_transport import AiohttpTransport
+from . import http1
 from .config import Provider, Target
 from .errors import (
     UpstreamConnectError,
@@ -28,55 +24,38 @@ from .types import RawHeaders
 
 USER_AGENT = b"router/0.1"
 
-# Every exception class httpx exports, mapped explicitly (tests/test_upstream_errors.py
-# fails when httpx grows one nobody has decided about).
-HTTPX_ERRORS: Mapping[type[Exception], tuple[type[UpstreamError], str]] = {
-    httpx.ConnectTimeout: (UpstreamTimeout, "timed out connecting"),
-    httpx.ReadTimeout: (UpstreamTimeout, "timed out reading the answer"),
-    httpx.WriteTimeout: (UpstreamTimeout, "timed out sending the request"),
-    httpx.PoolTimeout: (UpstreamTimeout, "timed out waiting for a free connection"),
-    httpx.TimeoutException: (UpstreamTimeout, "timed out"),
-    httpx.ConnectError: (UpstreamConnectError, "could not connect"),
-    httpx.ProxyError: (UpstreamConnectError, "could not connect through the proxy"),
-    httpx.UnsupportedProtocol: (UpstreamConnectError, "has an unusable URL"),
-    httpx.InvalidURL: (UpstreamConnectError, "has an unusable URL"),
-    httpx.ReadError: (UpstreamConnectionLost, "connection lost while reading the answer"),
-    httpx.WriteError: (UpstreamConnectionLost, "connection lost while sending the request"),
-    httpx.CloseError: (UpstreamConnectionLost, "connection lost while closing"),
-    httpx.NetworkError: (UpstreamConnectionLost, "connection lost"),
-    httpx.RemoteProtocolError: (UpstreamConnectionLost, "closed the connection mid-answer"),
-    httpx.LocalProtocolError: (UpstreamProtocolError, "could not be sent the request"),
-    httpx.ProtocolError: (UpstreamProtocolError, "broke the HTTP protocol"),
-    httpx.DecodingError: (UpstreamProtocolError, "sent an answer that could not be decoded"),
-    httpx.TooManyRedirects: (UpstreamProtocolError, "redirected (redirects are not followed)"),
-    httpx.HTTPStatusError: (UpstreamProtocolError, "answered with an error status"),
-    httpx.TransportError: (UpstreamConnectionLost, "failed in transport"),
-    httpx.RequestError: (UpstreamConnectionLost, "failed"),
-    httpx.HTTPError: (UpstreamConnectionLost, "failed"),
-    httpx.CookieConflict: (UpstreamProtocolError, "sent conflicting cookies"),
-    httpx.StreamConsumed: (UpstreamProtocolError, "stream was read twice"),
-    httpx.StreamClosed: (UpstreamProtocolError, "stream was closed"),
-    httpx.ResponseNotRead: (UpstreamProtocolError, "answer was not read"),
-    httpx.RequestNotRead: (UpstreamProtocolError, "request was not read"),
-    httpx.StreamError: (UpstreamProtocolError, "stream failed"),
-}
-_MAPPED = tuple(HTTPX_ERRORS)
+# Every exception class the client raises, most specific first (tests/unit/test_error_mapping.py
+# fails when http1 grows one nobody has decided about).
+CLIENT_ERRORS: tuple[tuple[type[http1.HTTPError], type[UpstreamError]], ...] = (
+    (http1.ConnectTimedOut, UpstreamTimeout),
+    (http1.ConnectFailed, UpstreamConnectError),
+    (http1.ConnectionLost, UpstreamConnectionLost),
+    (http1.ProtocolViolation, UpstreamProtocolError),
+    (http1.HTTPError, UpstreamConnectionLost),
+)
 
 
 @contextmanager
-def map_httpx_errors(provider: str) -> Iterator[None]:
-    """Convert httpx's exceptions into router's upstream errors, naming the provider only.
+def map_client_errors(provider: str) -> Iterator[None]:
+    """Convert the client's exceptions into router's upstream errors, naming the provider only.
 
-    The underlying message (hosts, addresses) goes to logs, not to clients.
+    What the client says is about the exchange (never hosts or addresses), so it may be kept.
     """
     try:
         yield
-    except _MAPPED as exc:
-        for cls in type(exc).__mro__:
-            if cls in HTTPX_ERRORS:
-                error, what = HTTPX_ERRORS[cls]
-                raise error(f"{provider}: {what}", provider=provider) from exc
-        raise  # pragma: no cover - every class in _MAPPED is a key
+    except http1.HTTPError as exc:
+        for source, error in CLIENT_ERRORS:
+            if isinstance(exc, source):
+                raise error(f"{provider}: {exc}", provider=provider) from exc
+        raise  # pragma: no cover - the last row catches every HTTPError
+
+
+class Client(Protocol):
+    """What Upstream needs of a provider's connection pool (http1.Pool)."""
+
+    async def post(self, headers: http1.Headers, body: bytes) -> http1.Response: ...
+
+    async def aclose(self) -> None: ...
 
 
 class UpstreamResponse:
@@ -84,52 +63,52 @@ class UpstreamResponse:
 
     __slots__ = ("_provider", "_response", "headers", "status")
 
-    def __init__(self, response: httpx.Response, provider: str):
+    def __init__(self, response: http1.Response, provider: str):
         self._response = response
         self._provider = provider
-        self.status = response.status_code
-        self.headers = response.headers
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+        """Lower-case names; repeated headers joined with ", "."""
 
     async def read(self) -> bytes:
-        with map_httpx_errors(self._provider):
-            return await self._response.aread()
+        with map_client_errors(self._provider):
+            return await self._response.read()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, in whatever pieces the network delivers."""
-        with map_httpx_errors(self._provider):
-            async for chunk in self._response.aiter_raw():
+        with map_client_errors(self._provider):
+            async for chunk in self._response.chunks():
                 yield chunk
 
     async def aclose(self) -> None:
-        with map_httpx_errors(self._provider):
-            await self._response.aclose()
+        await self._response.aclose()
 
 
-TransportFactory = Callable[[Provider], httpx.AsyncBaseTransport]
+ClientFactory = Callable[[Provider], Client]
 
 
 class Upstream:
     """Every provider's connection pool. Open in the app's lifespan, closed on shutdown."""
 
-    def __init__(self, providers: Mapping[str, Provider], *, transport_factory: TransportFactory):
-        self._transports = {name: transport_factory(p) for name, p in providers.items()}
-        self._urls = {name: httpx.URL(p.chat_url) for name, p in providers.items()}
+    def __init__(self, providers: Mapping[str, Provider], *, client_factory: ClientFactory):
+        self._clients = {name: client_factory(p) for name, p in providers.items()}
 
     @classmethod
     def pooled(cls, providers: Mapping[str, Provider], *, connect_timeout: float) -> Upstream:
-        return cls(providers, transport_factory=lambda _: AiohttpTransport(connect_timeout=connect_timeout))
+        return cls(
+            providers, client_factory=lambda p: http1.Pool(p.chat_url, connect_timeout=connect_timeout)
+        )
 
     async def send(self, target: Target, body: bytes, headers: RawHeaders) -> UpstreamResponse:
         """POST a chat completion; returns once the provider's status and headers arrived."""
         provider = target.provider.name
-        request = httpx.Request("POST", self._urls[provider], content=body, headers=headers)
-        with map_httpx_errors(provider):
-            response = await self._transports[provider].handle_async_request(request)
+        with map_client_errors(provider):
+            response = await self._clients[provider].post(headers, body)
         return UpstreamResponse(response, provider)
 
     async def aclose(self) -> None:
-        for transport in self._transports.values():
-            await transport.aclose()
+        for client in self._clients.values():
+            await client.aclose()
 
 
 def base_headers(target: Target, *, stream: bool) -> RawHeaders:

@@ -5,8 +5,8 @@
 Starts the simulator, then for each variant a one-route Starlette proxy on its own core,
 and measures it with the benchmark's load generator. Variants: httpx.AsyncClient with its
 default pool and with large pool limits, httpx.AsyncClient over httpx-aiohttp's transport
-(if that package is installed), router's own aiohttp-backed transport called directly (what
-router does), and aiohttp alone (the floor for any aiohttp-based design).
+and aiohttp alone (if those packages are installed), and router's own HTTP/1.1 client
+(router/http1.py, what router uses).
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ from typing import Any
 import uvloop
 
 from tests.bench import loadgen
-from tests.bench.run import ROOT, free_port, wait_for
+from tests.bench.servers import ROOT, free_port, wait_for
 
-VARIANTS = ["httpx-default", "httpx-limits", "httpx-aiohttp", "router-transport", "aiohttp"]
+VARIANTS = ["httpx-default", "httpx-limits", "httpx-aiohttp", "aiohttp", "router-http1"]
+OPTIONAL = {"httpx-aiohttp": "httpx_aiohttp", "aiohttp": "aiohttp"}
+"""Variants over packages router does not install: `pip install httpx-aiohttp aiohttp` to include them."""
 
 
 def main() -> int:
@@ -57,8 +59,9 @@ def main() -> int:
         upstream = f"http://127.0.0.1:{sim_port}/chat/completions"
         rows = []
         for variant in VARIANTS:
-            if variant == "httpx-aiohttp" and importlib.util.find_spec("httpx_aiohttp") is None:
-                print("skipping httpx-aiohttp: pip install httpx-aiohttp to include it")
+            needed = OPTIONAL.get(variant)
+            if needed is not None and importlib.util.find_spec(needed) is None:
+                print(f"skipping {variant}: pip install {needed.replace('_', '-')} to include it")
                 continue
             port = free_port()
             proxy = subprocess.Popen(
@@ -112,7 +115,6 @@ def measure(port: int, concurrency: int, seconds: float) -> loadgen.Result:
 
 
 def serve(variant: str, port: int, upstream: str) -> int:
-    import aiohttp
     import httpx
     import uvicorn
     from starlette.applications import Starlette
@@ -120,7 +122,7 @@ def serve(variant: str, port: int, upstream: str) -> int:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from router.aiohttp_transport import AiohttpTransport
+    from router import http1
 
     state: dict[str, Any] = {}
     headers = {"content-type": "application/json", "authorization": "Bearer bench"}
@@ -139,9 +141,11 @@ def serve(variant: str, port: int, upstream: str) -> int:
 
             limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
             state["client"] = httpx.AsyncClient(transport=Theirs(limits=limits))
-        elif variant == "router-transport":
-            state["transport"] = AiohttpTransport(connect_timeout=5)
+        elif variant == "router-http1":
+            state["pool"] = http1.Pool(upstream, connect_timeout=5)
         else:
+            import aiohttp
+
             state["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
         yield
 
@@ -150,13 +154,12 @@ def serve(variant: str, port: int, upstream: str) -> int:
         if "client" in state:
             answer = await state["client"].post(url, content=body, headers=headers)
             return Response(answer.content, status_code=answer.status_code, media_type="application/json")
-        if "transport" in state:
-            answer = await state["transport"].handle_async_request(
-                httpx.Request("POST", url, content=body, headers=headers)
-            )
-            return Response(
-                await answer.aread(), status_code=answer.status_code, media_type="application/json"
-            )
+        if "pool" in state:
+            raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+            reply = await state["pool"].post(raw, body)
+            content = await reply.read()
+            await reply.aclose()
+            return Response(content, status_code=reply.status, media_type="application/json")
         async with state["session"].post(upstream, data=body, headers=headers) as answer:
             return Response(await answer.read(), status_code=answer.status, media_type="application/json")
 

@@ -506,16 +506,19 @@ def test_a_declared_oversized_body_is_refused_without_reading_it(sim: Sim, route
 
 
 def test_unexpected_errors_are_500_with_the_request_id_and_no_traceback(sim: Sim, router: Router) -> None:
-    class Broken(httpx.AsyncBaseTransport):
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    class Broken:
+        async def post(self, headers: object, body: bytes) -> Any:
             raise ZeroDivisionError("a bug")
+
+        async def aclose(self) -> None:
+            pass
 
     server = sim("real200")
     config_text = config_yaml(provider_yaml("real200", server, ["gpt-4o"]))
     from router import config as configuration
 
     config = configuration.parse(config_text, env={})
-    r = router(config, upstream=Upstream(config.providers, transport_factory=lambda _: Broken()))
+    r = router(config, upstream=Upstream(config.providers, client_factory=lambda _: Broken()))
     response = chat(r, {"model": "gpt-4o", "messages": HELLO}, headers={"X-Request-Id": "find-me"})
     assert response.status_code == 500
     assert response.json()["error"]["type"] == "api_error"

@@ -4,88 +4,52 @@ from __future__ import annotations
 
 import inspect
 
-import aiohttp
-import httpx
 import pytest
 
-from router.aiohttp_transport import AIOHTTP_ERRORS, map_aiohttp_errors
-from router.errors import UpstreamConnectionLost, UpstreamError, UpstreamTimeout
-from router.upstream import HTTPX_ERRORS, map_httpx_errors
+from router import http1
+from router.errors import (
+    UpstreamConnectError,
+    UpstreamConnectionLost,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from router.upstream import CLIENT_ERRORS, map_client_errors
 
 
-def exception_classes(module: object) -> list[type[BaseException]]:
+def client_exception_classes() -> list[type[http1.HTTPError]]:
     return [
         obj
-        for _, obj in inspect.getmembers(module, inspect.isclass)
-        if issubclass(obj, Exception) and obj.__module__.startswith(module.__name__)
-    ]  # type: ignore[attr-defined]
-
-
-def test_every_httpx_exception_class_is_mapped_explicitly() -> None:
-    unmapped = [cls.__name__ for cls in exception_classes(httpx) if cls not in HTTPX_ERRORS]
-    assert unmapped == []
-
-
-@pytest.mark.parametrize("cls", exception_classes(httpx))
-def test_each_httpx_exception_becomes_an_upstream_error_naming_only_the_provider(
-    cls: type[Exception],
-) -> None:
-    for args, kwargs in (
-        (("details with a host 10.0.0.7:443",), {}),
-        ((), {}),
-        (("details with a host 10.0.0.7:443",), {"request": None, "response": None}),
-    ):
-        try:
-            exc = cls(*args, **kwargs)
-            break
-        except TypeError:
-            continue
-    with pytest.raises(UpstreamError) as caught, map_httpx_errors("trinity"):
-        raise exc
-    assert caught.value.provider == "trinity"
-    assert caught.value.message.startswith("trinity: ")
-    assert "10.0.0.7" not in caught.value.message
-    assert isinstance(caught.value, HTTPX_ERRORS[cls][0])
-
-
-def test_timeouts_and_cuts_are_told_apart() -> None:
-    with pytest.raises(UpstreamTimeout), map_httpx_errors("p"):
-        raise httpx.ReadTimeout("slow")
-    with pytest.raises(UpstreamConnectionLost), map_httpx_errors("p"):
-        raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
-
-
-def test_every_aiohttp_client_error_has_a_row_more_specific_than_the_catch_all() -> None:
-    specific = [source for source, _ in AIOHTTP_ERRORS if source is not aiohttp.ClientError]
-    missing = [
-        cls.__name__
-        for cls in exception_classes(aiohttp)
-        if issubclass(cls, aiohttp.ClientError)
-        and cls is not aiohttp.ClientError
-        and not any(issubclass(cls, row) for row in specific)
+        for _, obj in inspect.getmembers(http1, inspect.isclass)
+        if issubclass(obj, http1.HTTPError) and obj.__module__ == http1.__name__
     ]
-    assert missing == []
+
+
+def test_every_client_exception_class_has_its_own_row() -> None:
+    rows = [source for source, _ in CLIENT_ERRORS]
+    assert sorted(c.__name__ for c in client_exception_classes()) == sorted(c.__name__ for c in rows)
 
 
 @pytest.mark.parametrize(
     ("exc", "expected"),
     [
-        (
-            aiohttp.ServerDisconnectedError(),
-            httpx.RemoteProtocolError,
-        ),  # reset before headers, not a "timeout"
-        (aiohttp.ClientPayloadError("Response payload is not completed"), httpx.RemoteProtocolError),
-        (aiohttp.ConnectionTimeoutError(), httpx.ConnectTimeout),
-        (aiohttp.SocketTimeoutError(), httpx.ReadTimeout),
-        (aiohttp.ClientOSError(104, "Connection reset by peer"), httpx.ReadError),
-        (ConnectionResetError(104, "reset"), httpx.ReadError),
+        (http1.ConnectTimedOut("timed out connecting"), UpstreamTimeout),
+        (http1.ConnectFailed("could not connect (ConnectionRefusedError)"), UpstreamConnectError),
+        (http1.ConnectionLost("closed the connection mid-answer"), UpstreamConnectionLost),
+        (http1.ProtocolViolation("broke the HTTP protocol (HttpParserError)"), UpstreamProtocolError),
+        (http1.HTTPError("anything else"), UpstreamConnectionLost),
     ],
 )
-def test_aiohttp_failures_map_to_what_happened(exc: Exception, expected: type[Exception]) -> None:
-    with pytest.raises(expected), map_aiohttp_errors():
+def test_client_failures_become_upstream_errors_naming_only_the_provider(
+    exc: http1.HTTPError, expected: type[UpstreamError]
+) -> None:
+    with pytest.raises(UpstreamError) as caught, map_client_errors("trinity"):
         raise exc
+    assert type(caught.value) is expected
+    assert caught.value.provider == "trinity"
+    assert caught.value.message == f"trinity: {exc}"
 
 
 def test_the_mapping_does_not_swallow_other_exceptions() -> None:
-    with pytest.raises(KeyError), map_aiohttp_errors():
+    with pytest.raises(KeyError), map_client_errors("p"):
         raise KeyError("x")

@@ -1,0 +1,333 @@
+"""A lean HTTP/1.1 client for provider calls: keep-alive pools over asyncio protocols.
+
+A proxy uses a sliver of an HTTP client: one method (POST), a body already in bytes, and
+the answer's status, headers and body as it arrives. No cookies, redirects, auth flows,
+proxies from the environment or multipart. Measured (README, "Performance";
+tests/bench/transports.py), the general-purpose clients spend most of a proxied request's
+time on what a proxy never uses: httpx's pool collapsed under concurrency, and aiohttp under
+httpx's API cost ~25 % of the router's CPU per request; this client does the same job in a
+fraction of that. httptools (llhttp, the parser Node uses) parses; asyncio does TLS.
+
+Every failure is one of the exceptions below; upstream.py maps them to router's errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import zlib
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from urllib.parse import urlsplit
+
+import httptools
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+HIGH_WATER = 256 * 1024
+"""Bytes of answer buffered before reading from the socket pauses (a slow client downstream)."""
+LOW_WATER = 64 * 1024
+
+
+class HTTPError(Exception):
+    """Any failure of a provider call below the HTTP status."""
+
+
+class ConnectFailed(HTTPError):
+    """No connection: refused, unreachable, DNS, TLS handshake."""
+
+
+class ConnectTimedOut(ConnectFailed):
+    pass
+
+
+class ConnectionLost(HTTPError):
+    """The connection closed or broke before the answer was complete."""
+
+
+class ProtocolViolation(HTTPError):
+    """What came back is not HTTP/1.1 we can read."""
+
+
+class Response:
+    """A provider's answer once its status and headers arrived. Read it, or iterate its
+    chunks, then aclose(): an answer read to its end gives its connection back to the pool."""
+
+    __slots__ = ("_conn", "headers", "status")
+
+    def __init__(self, conn: _Connection):
+        self._conn = conn
+        self.status = conn.status
+        self.headers = conn.headers
+
+    async def read(self) -> bytes:
+        parts = []
+        while (data := await self._conn.next_piece()) is not None:
+            parts.append(data)
+        return b"".join(parts)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body in whatever pieces the network delivers."""
+        while (data := await self._conn.next_piece()) is not None:
+            yield data
+
+    async def aclose(self) -> None:
+        self._conn.finished()
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection, one exchange at a time."""
+
+    def __init__(self, pool: Pool):
+        self._pool = pool
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self._exchange = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self._head: asyncio.Future[None] | None = None
+        self._pieces: deque[bytes] = deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._complete = False
+        self._framed = True
+        self._keep_alive = False
+        self._paused = False
+        self._decoder: zlib._Decompress | None = None
+        self.error: HTTPError | None = None
+
+    # -- the exchange, as the pool and Response drive it ---------------------------------
+
+    def start(self, request: bytes) -> asyncio.Future[None]:
+        """Send one request; the future resolves once the answer's headers arrived."""
+        self._reset()
+        self._exchange = True
+        self._head = self._loop.create_future()
+        assert self.transport is not None
+        self.transport.write(request)
+        return self._head
+
+    async def next_piece(self) -> bytes | None:
+        """The next piece of the body, or None at its end."""
+        while True:
+            if self._pieces:
+                data = self._pieces.popleft()
+                self._buffered -= len(data)
+                if self._paused and self._buffered < LOW_WATER and not self.closed and self.transport:
+                    self._paused = False
+                    self.transport.resume_reading()
+                if self._decoder is not None:
+                    data = self._decode(data)
+                    if not data:
+                        continue
+                return data
+            if self.error is not None:
+                raise self.error
+            if self._complete:
+                if self._decoder is not None:
+                    tail, self._decoder = self._decoder.flush(), None
+                    if tail:
+                        return tail
+                return None
+            self._waiter = self._loop.create_future()
+            await self._waiter
+
+    def finished(self) -> None:
+        """The caller is done with the answer: reuse the connection if it was read to its end."""
+        if not self._exchange:
+            return
+        self._exchange = False
+        if self._complete and self._keep_alive and self.error is None and not self._pieces:
+            self._pool.release(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self._exchange = False
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def _decode(self, data: bytes) -> bytes:
+        assert self._decoder is not None
+        try:
+            return self._decoder.decompress(data)
+        except zlib.error:
+            self.error = ProtocolViolation("sent a body that could not be decompressed")
+            raise self.error from None
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if not self._exchange:
+            self.close()  # bytes nobody asked for: this connection cannot be trusted again
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(ProtocolViolation(f"broke the HTTP protocol ({type(exc).__name__})"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self._exchange or self._complete:
+            return
+        if self.status and not self._framed:
+            self._complete = True  # an answer without length ends when its connection does
+            self._wake()
+        else:
+            what = "mid-answer" if self.status else "before answering"
+            self._fail(ConnectionLost(f"closed the connection {what}"))
+
+    def pause_writing(self) -> None:  # a request body is written at once; nothing to pause
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- httptools callbacks -----------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:  # an interim answer (100 Continue): the real one follows
+            self.headers = {}
+            return
+        self.status = status
+        self._keep_alive = self._parser.should_keep_alive()
+        headers = self.headers
+        self._framed = "content-length" in headers or "chunked" in headers.get("transfer-encoding", "")
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib, by its header
+        elif encoding not in ("identity", ""):
+            self._fail(ProtocolViolation(f"answered in an unsupported content-encoding ({encoding[:20]})"))
+            self.close()
+            return
+        if self._head is not None and not self._head.done():
+            self._head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        self._pieces.append(body)
+        self._buffered += len(body)
+        if self._buffered > HIGH_WATER and not self._paused and not self.closed and self.transport:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.status:
+            self._complete = True
+            self._wake()
+
+    # -- waking whoever waits ------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: HTTPError) -> None:
+        self.error = error
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(error)
+            self._head.exception()  # retrieved: a caller that was cancelled never will
+        self._wake()
+
+
+class Pool:
+    """Keep-alive connections to one URL's origin; POSTs go to that URL's path."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float,
+        keepalive_expiry: float = 15.0,
+        max_idle: int = 1024,
+    ):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self._host = parts.hostname
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host = parts.netloc.rpartition("@")[2]  # never user:password@
+        self._prefix = f"POST {target} HTTP/1.1\r\nhost: {host}\r\n".encode("ascii")
+        self._connect_timeout = connect_timeout
+        self._expiry = keepalive_expiry
+        self._max_idle = max_idle
+        self._idle: deque[_Connection] = deque()
+        self._closed = False
+
+    async def post(self, headers: Headers, body: bytes) -> Response:
+        """Send the request; returns once the answer's status and headers arrived."""
+        conn = self._idle_connection() or await self._connect()
+        head = [self._prefix]
+        for name, value in headers:
+            head += (name, b": ", value, b"\r\n")
+        head.append(b"content-length: %d\r\n\r\n" % len(body))
+        head.append(body)
+        try:
+            await conn.start(b"".join(head))
+        except BaseException:
+            conn.close()  # cancelled, or failed, with the exchange half done
+            raise
+        return Response(conn)
+
+    def release(self, conn: _Connection) -> None:
+        if self._closed or conn.closed or len(self._idle) >= self._max_idle:
+            conn.close()
+            return
+        conn.idle_since = asyncio.get_running_loop().time()
+        self._idle.append(conn)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()
+
+    def _idle_connection(self) -> _Connection | None:
+        idle = self._idle
+        if not idle:
+            return None
+        oldest_usable = asyncio.get_running_loop().time() - self._expiry
+        while idle and idle[0].idle_since < oldest_usable:
+            idle.popleft().close()  # the provider may already have dropped it
+        while idle:
+            conn = idle.pop()  # the most recently used: the least likely to have been dropped
+            if not conn.closed:
+                return conn
+        return None
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self),
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl else None,
+                )
+        except TimeoutError:
+            raise ConnectTimedOut("timed out connecting") from None
+        except OSError as exc:  # refused, unreachable, DNS (socket.gaierror), TLS (ssl.SSLError)
+            raise ConnectFailed(f"could not connect ({type(exc).__name__})") from exc
+        return conn
