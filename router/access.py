@@ -1,62 +1,32 @@
 """What each chat completion leaves behind when it ends: its SPEC §7 metrics and one log line.
 
-A pure ASGI middleware around the proxy routes; it reads the RequestContext the request
-filled in (client, model, provider, attempts, tokens, timings), never the bodies.
+Called by the envelope (middleware.py) when the request ends; it reads the RequestContext
+the request filled in (client, model, provider, attempts, tokens, timings), never the bodies.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from . import logs, metrics
-from .context import SCOPE_KEY, RequestContext
+from .context import RequestContext
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 CLIENT_CLOSED = 499
 """The client left before any answer started (nginx's convention)."""
 
 
-class AccessMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in CHAT_PATHS:
-            await self.app(scope, receive, send)
-            return
-        status = CLIENT_CLOSED
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            ctx: RequestContext | None = scope.get(SCOPE_KEY)
-            if ctx is not None:
-                finished(ctx, status)
-
-
 def finished(ctx: RequestContext, status: int) -> None:
     duration = time.perf_counter() - ctx.started
     model, provider = ctx.model or "", ctx.provider or ""
-    metrics.REQUESTS.labels(ctx.client or "", model, provider, str(status)).inc()
-    metrics.DURATION.labels(model, provider).observe(duration)
+    metrics.requests(ctx.client or "", model, provider, str(status)).inc()
+    metrics.duration(model, provider).observe(duration)
     if ctx.overhead is not None:
         metrics.OVERHEAD.observe(ctx.overhead)
     if ctx.streamed and ctx.first_token is not None:
-        metrics.TTFT.labels(model, provider).observe(ctx.first_token)
+        metrics.ttft(model, provider).observe(ctx.first_token)
     tokens = ctx.tokens
-    logs.event(
-        logs.ACCESS,
-        logging.INFO,
-        "request",
+    logs.access(
         request_id=ctx.request_id,
         client=ctx.client,
         model=ctx.model,

@@ -8,16 +8,18 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import admin, gauges, handlers, metrics, probes, reload
-from .access import AccessMiddleware
+from .access import CHAT_PATHS
 from .config import Config
-from .middleware import BodyLimitMiddleware, ErrorMiddleware, RequestIdMiddleware
+from .middleware import Envelope
 from .reload import ConfigSource, Reloader
 from .runtime import Runtime
 from .upstream import Upstream
@@ -134,18 +136,36 @@ def create_app(
         Route("/admin/providers/{name}/undrain", admin.undrain, methods=["POST"]),
         Route("/admin/usage", admin.usage, methods=["GET"]),
     ]
-    app = Starlette(
+    max_bytes = config.server.max_body_bytes
+    app = RouterApp(
+        chat=Envelope(handlers.chat_completions_asgi, max_bytes=max_bytes),
         routes=routes,
-        middleware=[
-            Middleware(RequestIdMiddleware),
-            Middleware(AccessMiddleware),
-            Middleware(ErrorMiddleware),
-            Middleware(BodyLimitMiddleware, max_bytes=config.server.max_body_bytes),
-        ],
+        middleware=[Middleware(Envelope, max_bytes=max_bytes)],
         exception_handlers={HTTPException: handlers.http_exception},
         lifespan=lifespan,
     )
     return app
+
+
+class RouterApp(Starlette):
+    """Starlette, with chat completions sent straight to their envelope and handler.
+
+    Every request to Starlette passes its error and exception middleware, its router and
+    its request/response wrapper, each wrapping `send` again; on the one route that carries
+    the traffic that was ~6 % of the router's CPU (measured with py-spy at concurrency 64).
+    Any other method on a chat path still goes through Starlette (405, in the same shape).
+    """
+
+    def __init__(self, *, chat: ASGIApp, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._chat = chat
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in CHAT_PATHS:
+            scope["app"] = self
+            await self._chat(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def _on_sighup(handler: Callable[[], None]) -> None:

@@ -8,6 +8,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from . import metrics
 from .context import SCOPE_KEY, RequestContext
@@ -25,6 +26,12 @@ if TYPE_CHECKING:
 
 def runtime(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+async def chat_completions_asgi(scope: Scope, receive: Receive, send: Send) -> None:
+    """POST /v1/chat/completions as a plain ASGI app (app.RouterApp sends it here directly)."""
+    response = await chat_completions(Request(scope, receive))
+    await response(scope, receive, send)
 
 
 async def chat_completions(request: Request) -> ProxyResponse:

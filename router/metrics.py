@@ -11,6 +11,7 @@ how (`multiprocess_mode`).
 from __future__ import annotations
 
 import os
+from typing import Generic, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,6 +31,31 @@ from .errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+
+M = TypeVar("M", Counter, Histogram)
+
+
+class Bound(Generic[M]):
+    """A metric's children, each looked up once per set of label values.
+
+    `metric.labels(...)` takes a lock and builds a tuple of str() calls every time (~2 µs);
+    a dict hit is ~0.1 µs, and a request touches up to seven children. Label values are
+    configured names and small fixed sets, so the cache stays as small as the metric.
+    Counters and histograms only: gauges' children are removed on reload (forget_gauges).
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: M):
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -135,6 +161,15 @@ RELOADS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+
+# The hot path's children, pre-bound.
+requests = Bound(REQUESTS)
+duration = Bound(DURATION)
+ttft = Bound(TTFT)
+attempts = Bound(ATTEMPTS)
+tokens = Bound(TOKENS)
+cost = Bound(COST)
+stream_outcomes = Bound(STREAM_OUTCOMES)
 
 NAMES = (
     "router_requests_total",

@@ -155,14 +155,14 @@ class Proxy:
                 ctx, body, lease.target, upstream_body, client_headers, deadline, on_stream_end=stream_ended
             )
         except UpstreamError as error:
-            metrics.ATTEMPTS.labels(lease.target.provider.name, metrics.attempt_outcome(error)).inc()
+            metrics.attempts(lease.target.provider.name, metrics.attempt_outcome(error)).inc()
             lease.record(error)
             lease.end()
             raise
         except BaseException:  # the client left, or shutdown: says nothing about the target
             lease.end()
             raise
-        metrics.ATTEMPTS.labels(lease.target.provider.name, "ok").inc()
+        metrics.attempts(lease.target.provider.name, "ok").inc()
         latency = ctx.first_token if measure else None
         if isinstance(response, StreamResponse):
             if latency is not None:

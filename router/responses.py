@@ -115,7 +115,7 @@ class StreamResponse:
                 self._settled = True  # first: a second cancellation below must not skip it
                 self.later(self.settle(self))
             await asyncio.shield(self._close_upstream())
-            metrics.STREAM_OUTCOMES.labels(self.outcome if self.outcome != "pending" else "error").inc()
+            metrics.stream_outcomes(self.outcome if self.outcome != "pending" else "error").inc()
             if self._on_end is not None:
                 self._on_end(self.outcome, self.failure)
 
