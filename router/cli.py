@@ -184,6 +184,9 @@ def _run_uvicorn(config: Config, host: str, port: int, args: argparse.Namespace)
         "log_config": None,  # logs.setup(): JSON lines
         "log_level": "warning",
         "server_header": False,
+        # router reads no client address (X-Forwarded-For is neither trusted nor logged), so
+        # uvicorn's proxy-headers layer would only cost a wrapper per request.
+        "proxy_headers": False,
         "timeout_graceful_shutdown": config.server.grace,
     }
     path = args.config or configuration.default_path()

@@ -19,6 +19,7 @@ from .errors import DeadlineExceeded, RouterError, UpstreamError, UpstreamTimeou
 from .relay import StreamRelay
 from .types import RawHeaders
 from .upstream import UpstreamResponse
+from .watchdog import Watchdog
 
 FINISH_GRACE = 1.0
 """Seconds to wait for the usage chunk and `[DONE]` after the answer finished, before
@@ -137,27 +138,29 @@ class StreamResponse:
     async def _pump(self, send: Send) -> bytes:
         """Relay until the stream ends; returns the last bytes to send."""
         relay = self._relay
-        loop = asyncio.get_running_loop()
+        chunks = self._chunks
         try:
-            while not relay.done:  # the whole answer may have come with the commit
-                # Once the answer finished, wait only briefly for [DONE] — unless the usage
-                # router asked for has not come yet: that is worth the idle timeout.
-                wait = FINISH_GRACE if relay.finished and not relay.usage_pending else self._idle
-                until = min(self._deadline, loop.time() + wait)
-                try:
-                    async with asyncio.timeout_at(until):
-                        data = await anext(self._chunks)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    if relay.finished:
-                        break
-                    raise self._timeout(loop.time()) from None
-                out = relay.feed(data)
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-                if relay.failure is not None:
-                    raise relay.failure
+            try:
+                with Watchdog(idle=self._idle, deadline=self._deadline) as watch:
+                    while not relay.done:  # the whole answer may have come with the commit
+                        if relay.finished and not relay.usage_pending:
+                            # The answer finished: wait only briefly for [DONE] — unless the
+                            # usage router asked for has not come yet: worth the idle timeout.
+                            watch.wait_at_most(FINISH_GRACE)
+                        try:
+                            data = await anext(chunks)
+                        except StopAsyncIteration:
+                            break
+                        watch.fed()
+                        out = relay.feed(data)
+                        if out:
+                            await send({"type": "http.response.body", "body": out, "more_body": True})
+                            watch.fed()  # a slow client is not a silent provider
+                        if relay.failure is not None:
+                            raise relay.failure
+            except TimeoutError:
+                if not relay.finished:
+                    raise self._timeout(asyncio.get_running_loop().time()) from None
             tail = relay.end()
             self.outcome = "completed"
             return tail

@@ -1,0 +1,57 @@
+"""The stream's idle timer: one timer, re-armed only when it fires early."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from router.watchdog import Watchdog
+
+
+async def test_silence_longer_than_idle_times_out() -> None:
+    started = time.monotonic()
+    with pytest.raises(TimeoutError), Watchdog(idle=0.1, deadline=asyncio.get_running_loop().time() + 10):
+        await asyncio.sleep(5)
+    assert 0.09 <= time.monotonic() - started < 2
+
+
+async def test_data_keeps_it_alive_past_many_idle_periods() -> None:
+    loop = asyncio.get_running_loop()
+    with Watchdog(idle=0.1, deadline=loop.time() + 10) as watch:
+        for _ in range(10):  # 0.5 s in all, never 0.1 s without data
+            await asyncio.sleep(0.05)
+            watch.fed()
+    assert not watch.expired
+
+
+async def test_the_deadline_holds_however_often_data_comes() -> None:
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError), Watchdog(idle=5, deadline=loop.time() + 0.2) as watch:
+        while True:
+            await asyncio.sleep(0.02)
+            watch.fed()
+    assert time.monotonic() - started < 2
+
+
+async def test_a_shorter_wait_applies_at_once() -> None:
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError), Watchdog(idle=10, deadline=loop.time() + 10) as watch:
+        watch.wait_at_most(0.1)
+        await asyncio.sleep(5)
+    assert time.monotonic() - started < 2
+
+
+async def test_someone_elses_cancellation_stays_a_cancellation() -> None:
+    async def relay() -> None:
+        with Watchdog(idle=10, deadline=asyncio.get_running_loop().time() + 10):
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(relay())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
