@@ -9,7 +9,6 @@ anything itself, so the caller can always try elsewhere.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -103,10 +102,10 @@ class Sender:
         try:
             # A non-streaming answer arrives whole, so its wait is the generation time:
             # bounded by `response`, not by `first_token`.
-            async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.response)):
+            async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.response)) as timer:
                 response = await self._upstream.send(target, payload, headers)
-            ctx.upstream_headers = ctx.first_token = time.perf_counter() - started
-            async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
+                ctx.upstream_headers = ctx.first_token = time.perf_counter() - started
+                timer.reschedule(min(deadline, loop.time() + self._timeouts.idle))  # one timer, not two
                 answer = await response.read()
         except TimeoutError:
             raise self._timeout(
@@ -115,7 +114,7 @@ class Sender:
         finally:
             ctx.upstream_wait += time.perf_counter() - started
             if response is not None:
-                await asyncio.shield(_quiet_close(response))
+                response.close()
         if response.status != 200:
             raise _status_error(provider, response, answer)
         ctx.usage = _check_completion(provider, answer)
@@ -162,7 +161,7 @@ class Sender:
         finally:
             ctx.upstream_wait += time.perf_counter() - started
             if response is not None and not committed:
-                await asyncio.shield(_quiet_close(response))
+                response.close()
         return StreamResponse(
             upstream=response,
             chunks=chunks,
@@ -236,8 +235,3 @@ def _check_completion(provider: str, answer: bytes) -> Usage | None:
             raise classify.to_error(provider, error)
         raise UpstreamProtocolError(f"{provider}: answered without choices", provider=provider)
     return Usage.from_json(parsed.get("usage"))
-
-
-async def _quiet_close(response: UpstreamResponse) -> None:
-    with contextlib.suppress(UpstreamError):
-        await response.aclose()

@@ -51,7 +51,7 @@ class ProtocolViolation(HTTPError):
 
 class Response:
     """A provider's answer once its status and headers arrived. Read it, or iterate its
-    chunks, then aclose(): an answer read to its end gives its connection back to the pool."""
+    chunks, then close(): an answer read to its end gives its connection back to the pool."""
 
     __slots__ = ("_conn", "headers", "status")
 
@@ -71,7 +71,7 @@ class Response:
         while (data := await self._conn.next_piece()) is not None:
             yield data
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         self._conn.finished()
 
 

@@ -7,7 +7,6 @@ the client leaving, and how the stream ends (`[DONE]`, or an error event and no 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -115,7 +114,7 @@ class StreamResponse:
             if self.settle is not None and not self._settled and self.later is not None:
                 self._settled = True  # first: a second cancellation below must not skip it
                 self.later(self.settle(self))
-            await asyncio.shield(self._close_upstream())
+            self._upstream.close()  # a body read to its end returns its connection to the pool
             metrics.stream_outcomes(self.outcome if self.outcome != "pending" else "error").inc()
             if self._on_end is not None:
                 self._on_end(self.outcome, self.failure)
@@ -176,11 +175,6 @@ class StreamResponse:
         if now >= self._deadline:
             return DeadlineExceeded(f"{provider}: the request deadline passed mid-answer", provider=provider)
         return UpstreamTimeout(f"{provider}: the stream stalled for {self._idle:g}s", provider=provider)
-
-    async def _close_upstream(self) -> None:
-        # A body read to its end returns its connection to the pool; any other is closed.
-        with contextlib.suppress(UpstreamError):
-            await self._upstream.aclose()
 
 
 def error_event(error: RouterError) -> bytes:

@@ -80,8 +80,9 @@ class UpstreamResponse:
             async for chunk in self._response.chunks():
                 yield chunk
 
-    async def aclose(self) -> None:
-        await self._response.aclose()
+    def close(self) -> None:
+        """Synchronous: nothing to wait for, so no task is needed to shield it from cancellation."""
+        self._response.close()
 
 
 ClientFactory = Callable[[Provider], Client]

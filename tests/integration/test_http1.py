@@ -73,7 +73,7 @@ async def test_a_request_reaches_the_path_with_its_headers_and_body() -> None:
         assert response.headers["content-type"] == "application/json"
         assert response.headers["x-multi"] == "a, b"
         assert await response.read() == b"{}"
-        await response.aclose()
+        response.close()
         await pool.aclose()
     assert seen[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:")
     assert b"\r\nauthorization: Bearer k\r\n" in seen[0]
@@ -86,13 +86,13 @@ async def test_connections_are_kept_alive_and_reused_once_read_to_the_end() -> N
         for i in range(5):
             response = await pool.post([], b"%d" % i)
             assert await response.read() == b"echo:%d" % i
-            await response.aclose()
+            response.close()
         assert len(connections) == 1
         # Concurrent requests each need a connection of their own; afterwards all are pooled.
         responses = await asyncio.gather(*(pool.post([], b"x") for _ in range(3)))
         for response in responses:
             assert await response.read() == b"echo:x"
-            await response.aclose()
+            response.close()
         assert len(connections) == 3
         await pool.aclose()
 
@@ -101,10 +101,10 @@ async def test_an_answer_not_read_to_its_end_closes_its_connection() -> None:
     async with server(echo_forever) as (url, connections):
         pool = http1.Pool(url, connect_timeout=2)
         response = await pool.post([], b"abandoned")
-        await response.aclose()  # body never read
+        response.close()  # body never read
         response = await pool.post([], b"next")
         assert await response.read() == b"echo:next"
-        await response.aclose()
+        response.close()
         assert len(connections) == 2
         await pool.aclose()
 
@@ -131,7 +131,7 @@ async def test_chunked_pieces_arrive_as_they_are_sent() -> None:
         assert await asyncio.wait_for(anext(chunks), 2) == b"data:2"
         with pytest.raises(StopAsyncIteration):
             await anext(chunks)
-        await response.aclose()
+        response.close()
         await pool.aclose()
 
 
@@ -145,7 +145,7 @@ async def test_an_answer_without_length_ends_with_its_connection() -> None:
         pool = http1.Pool(url, connect_timeout=2)
         response = await pool.post([], b"")
         assert await response.read() == b"all of it"
-        await response.aclose()
+        response.close()
         await pool.aclose()
 
 
@@ -161,7 +161,7 @@ async def test_a_gzip_answer_is_decompressed() -> None:
         pool = http1.Pool(url, connect_timeout=2)
         response = await pool.post([], b"")
         assert await response.read() == body
-        await response.aclose()
+        response.close()
         await pool.aclose()
 
 
@@ -213,7 +213,7 @@ async def test_a_connection_the_server_dropped_while_idle_is_not_reused() -> Non
         for _ in range(3):
             response = await pool.post([], b"")
             assert await response.read() == b"ok"
-            await response.aclose()
+            response.close()
             await asyncio.sleep(0.05)  # the close reaches the client while the connection idles
         assert len(connections) == 3
         await pool.aclose()
@@ -237,10 +237,10 @@ async def test_cancelling_mid_answer_never_returns_the_connection_to_the_pool() 
         assert await anext(chunks) == b"a"
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(anext(chunks), 0.1)
-        await response.aclose()
+        response.close()
         response = await pool.post([], b"fresh")
         assert await response.read() == b"echo:fresh"
-        await response.aclose()
+        response.close()
         assert len(connections) == 2
         await pool.aclose()
 
@@ -267,5 +267,5 @@ async def test_a_slow_reader_pauses_the_socket_instead_of_buffering_everything()
         assert sent < 100, f"{sent} of 200 pieces were sent to a reader that stopped"
         total = sum([len(c) async for c in chunks])
         assert total > len(piece) * 150
-        await response.aclose()
+        response.close()
         await pool.aclose()
