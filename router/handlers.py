@@ -16,6 +16,7 @@ from .disconnect import DisconnectWatch
 from .errors import InvalidRequest, MethodNotAllowed, ModelNotFound, NotFound, RouterError
 from .ledger import idempotency_key
 from .responses import BytesResponse, StreamResponse
+from .ticket import Replayed
 from .types import JSON
 from .validate import validate
 
@@ -59,16 +60,15 @@ async def _chat_completions(request: Request, rt: Runtime) -> ProxyResponse:
     ctx.streamed = bool(body.get("stream"))
     headers = dict(request.scope["headers"])
     idempotency = idempotency_key(headers)
-    opened = await rt.ledger.open(ctx, client, body, raw, targets, idempotency)
-    if isinstance(opened, BytesResponse):
-        return opened  # the stored answer of an earlier request with this idempotency key
-    ticket = opened
+    ticket = rt.ledger.open(ctx, client, body, raw, targets, idempotency)
     # A client that leaves stops its provider request — unless it sent an idempotency key:
     # then the answer is finished and kept, so its retry is replayed rather than re-run.
     watch = DisconnectWatch(request.receive) if idempotency is None else None
     work = rt.proxy.forward(ctx, body, targets, headers, ticket)
     try:
         response = await (watch.guard(work) if watch is not None else work)
+    except Replayed as replayed:  # the stored answer of an earlier request with this idempotency key
+        return replayed.response
     except RouterError as error:
         await ticket.failed(error)
         raise

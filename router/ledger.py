@@ -1,8 +1,9 @@
 """Settlement and idempotency (SPEC §6): every finished request settled exactly once.
 
-A request opens a Ticket (ticket.py) before it goes upstream: one store step for the
-client's scope takes the idempotency key (or answers 409, 422 or the stored replay), checks
-and reserves the client's limits and budget, all or nothing. The ticket settles the request
+A request opens a Ticket (ticket.py) before it goes upstream, with what its client's scope
+must grant: one store step that takes the idempotency key (or answers 409, 422 or the stored
+replay), checks and reserves the client's limits and budget, all or nothing. The ticket sends
+it with the first attempt's provider key step, in one round trip. It settles the request
 once when it ends, in the same script that adds its usage to the counters, so counters
 always equal the sum of records.
 
@@ -27,30 +28,12 @@ from typing import Any
 
 import orjson
 
-from . import limits, metrics
+from . import limits
 from .config import Allowance, Client, Config, Limits, Target
 from .context import RequestContext
-from .errors import (
-    IdempotencyConflict,
-    IdempotencyKeyReused,
-    InvalidRequest,
-    StateUnavailable,
-)
-from .responses import SSE_HEADERS, BytesResponse
-from .state import (
-    Claim,
-    Conflict,
-    Granted,
-    GuardedStore,
-    Limited,
-    Replay,
-    Reused,
-    Spent,
-    StateUnavailableError,
-    Stored,
-    open_store,
-)
-from .ticket import DEGRADED, STATE_RETRY, Ticket
+from .errors import InvalidRequest, StateUnavailable
+from .state import Claim, GuardedStore, open_store
+from .ticket import STATE_RETRY, Ticket
 from .types import JSON
 
 log = logging.getLogger("router.ledger")
@@ -65,7 +48,6 @@ NO_LIMITS = Limits()
 RENEW_FOR_AT_MOST = 60.0
 """Seconds past the request deadline after which a ticket that never closed (a bug) stops
 being renewed: its leases and claim then expire instead of holding forever."""
-CONFLICT_RETRY = "1"
 
 
 def idempotency_key(headers: Mapping[bytes, bytes]) -> str | None:
@@ -87,7 +69,7 @@ class Ledger:
         self._open: dict[str, Ticket] = {}
         self._background: set[asyncio.Task[None]] = set()
 
-    async def open(
+    def open(
         self,
         ctx: RequestContext,
         client: Client | None,
@@ -95,8 +77,15 @@ class Ledger:
         raw: bytes,
         targets: Sequence[Target],
         idempotency: str | None,
-    ) -> Ticket | BytesResponse:
-        """Admit the request for `client`: a Ticket to settle later, or the stored replay."""
+    ) -> Ticket:
+        """A Ticket for the request of `client`, holding what its scope must grant. Nothing is
+        asked of the store yet: the first attempt asks (ticket.py), so a refusal or a replay
+        is raised from there."""
+        if self.state.refusing:
+            raise StateUnavailable(
+                "Shared state is unavailable, so this request cannot be settled exactly once; retry shortly.",
+                headers={"retry-after": STATE_RETRY},
+            )
         settlement_key = "stl_" + os.urandom(12).hex()
         ctx.settlement_key = settlement_key
         reserve = limits.estimate(body, len(raw))
@@ -117,48 +106,8 @@ class Ledger:
             budget=True,
         )
         ticket = Ticket(self, ctx, client, body, reserve, ask, idempotency)
-        try:
-            if self.state.refusing:
-                raise StateUnavailableError()
-            if ask is None:
-                self._open[settlement_key] = ticket  # its provider keys may hold leases to renew
-                return ticket
-            answer = await self.state.acquire(ask)
-        except StateUnavailableError:
-            ctx.settlement_key = None
-            raise StateUnavailable(
-                "Shared state is unavailable, so this request cannot be settled exactly once; retry shortly.",
-                headers={"retry-after": STATE_RETRY},
-            ) from None
-        if isinstance(answer, Granted):
-            ticket.granted = answer
-            if answer.local:
-                ctx.headers.append(DEGRADED)
-            if client is not None:
-                ctx.headers += limits.limit_headers(client.limits, answer.window)
-            self._open[settlement_key] = ticket
-            return ticket
-        ctx.settlement_key = None  # nothing will be settled
-        if isinstance(answer, Replay):
-            metrics.REPLAYS.inc()
-            ctx.outcome, ctx.settlement_key = "replayed", answer.stored.settlement_key
-            return replay(answer.stored)
-        scope_name = client.name if client else limits.ANONYMOUS
-        if isinstance(answer, Limited):
-            metrics.RATE_LIMITED.labels("client", scope_name, answer.limit).inc()
-            raise limits.client_refused(client, answer)
-        if isinstance(answer, Spent):
-            metrics.RATE_LIMITED.labels("client", scope_name, "budget").inc()
-            raise limits.budget_spent(client)
-        if isinstance(answer, Conflict):
-            raise IdempotencyConflict(
-                "A request with this idempotency key is still in progress; retry after it finishes.",
-                headers={"retry-after": CONFLICT_RETRY},
-            )
-        assert isinstance(answer, Reused)
-        raise IdempotencyKeyReused(
-            "This idempotency key was already used with a different request body.", param="X-Idempotency-Key"
-        )
+        self._open[settlement_key] = ticket  # renewed once it holds leases; forgotten when it ends
+        return ticket
 
     @property
     def in_flight(self) -> int:
@@ -287,15 +236,3 @@ def _usage_row(used: Mapping[str, object], allowance: Allowance | None) -> JSON:
         field = "tokens" if allowance.tokens is not None else "cost"
         row["limit"] = {"per": allowance.per, field: limit, "remaining": max(0, limit - spent[field])}
     return row
-
-
-def replay(stored: Stored) -> BytesResponse:
-    headers = [(b"x-settlement-key", stored.settlement_key.encode()), (b"idempotent-replayed", b"true")]
-    if stored.stream:
-        return BytesResponse(
-            stored.body,
-            status=stored.status,
-            headers=[*SSE_HEADERS[1:], *headers],
-            media_type=SSE_HEADERS[0][1],
-        )
-    return BytesResponse(stored.body, status=stored.status, headers=headers)

@@ -123,6 +123,8 @@ class Proxy:
                 tried.append(target)
                 if isinstance(error, UpstreamTimeout) or getattr(error, "verdict", None) in _LEAVE_ALONE:
                     left_alone.add(target)
+        if ticket is not None:  # if no attempt asked the client's scope, its refusal or replay comes first
+            await ticket.admit()
         raise self._give_up(failures, targets, loop.time(), deadline)
 
     async def attempt(

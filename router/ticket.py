@@ -1,11 +1,18 @@
 """One request's hold on shared state, from admission to settlement (SPEC §6).
 
-The Ledger opens a Ticket when it admits a request. Each attempt reserves its provider key
-through the ticket; whichever path ends the request (a whole answer, an error, a stream's
-end, the client leaving, a cancellation) settles it, once: one store step per scope, run
-concurrently, that releases the leases, reconciles TPM with the real usage, adds the usage
-to the counters and appends the record to the client's ledger. A request that did no
-upstream work settles nothing and lets its idempotency key go.
+The Ledger opens a Ticket for a request with its client's ask (limits, budget, idempotency
+claim) still unsent: the first attempt sends it together with its provider key's ask, so a
+request costs one round trip to the store before it goes upstream (DESIGN-NOTES). The
+client's answer comes first: a refusal (its 429 or 402, 409, 422, or a replay) ends the
+request and gives back what the key granted in the same round trip. If no attempt is ever
+made, the ask is still sent before the request fails, so a replay or the client's own limit
+answers rather than the providers' state.
+
+Whichever path ends the request (a whole answer, an error, a stream's end, the client
+leaving, a cancellation) settles it, once, in one round trip: one store step per scope that
+releases the leases, reconciles TPM with the real usage, adds the usage to the counters and
+appends the record to the client's ledger. A request that did no upstream work settles
+nothing and lets its idempotency key go.
 """
 
 from __future__ import annotations
@@ -22,9 +29,28 @@ from . import limits, logs, metrics
 from .classify import Verdict
 from .config import Client, Target
 from .context import RequestContext
-from .errors import RouterError, StateUnavailable, UpstreamStatusError
-from .responses import BytesResponse, StreamResponse
-from .state import Ask, Granted, GuardedStore, Limited, Settle, StateUnavailableError, Stored
+from .errors import (
+    IdempotencyConflict,
+    IdempotencyKeyReused,
+    RouterError,
+    StateUnavailable,
+    UpstreamStatusError,
+)
+from .responses import SSE_HEADERS, BytesResponse, StreamResponse
+from .state import (
+    Answer,
+    Ask,
+    Conflict,
+    Granted,
+    GuardedStore,
+    Limited,
+    Replay,
+    Reused,
+    Settle,
+    Spent,
+    StateUnavailableError,
+    Stored,
+)
 from .types import JSON, Usage
 
 
@@ -41,6 +67,17 @@ class Ledger(Protocol):
 DEGRADED = (b"x-router-degraded", b"state")
 STATE_RETRY = "2"
 """Retry-After while shared state is unavailable."""
+CONFLICT_RETRY = "1"
+
+
+class Replayed(Exception):
+    """The idempotency key holds a finished answer: `response` replays it, with no upstream
+    call and no new record (SPEC §6). Raised where the client's scope is first asked (the
+    first attempt); the handler returns the response."""
+
+    def __init__(self, response: BytesResponse):
+        super().__init__("replayed")
+        self.response = response
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +109,8 @@ class Ticket:
         self.model: str = body["model"]
         self.reserve = reserve
         self.ask = ask
+        self._unsent = ask
+        """The client's ask until the first attempt (or admit()) sends it."""
         self.idempotency = idempotency
         self.settlement_key = ctx.settlement_key or ""
         self.granted: Granted | None = None
@@ -138,8 +177,16 @@ class Ticket:
             found.append((self.ask, self.granted))
         return found
 
+    async def admit(self) -> None:
+        """Send the client's ask if no attempt has: a request that no target could take still
+        gets its replay, its 409 or 422, or its own 429 or 402 rather than the providers' error."""
+        if self._unsent is not None:
+            await self._acquire(None)
+
     async def reserve_key(self, target: Target) -> KeyRefusal | None:
-        """Reserve `target`'s key limits and quota for one attempt; a refusal names how long."""
+        """Reserve `target`'s key limits and quota for one attempt; a refusal names how long.
+        The first call also admits the request into its client's scope, in the same round
+        trip: a refusal there is raised (Replayed, or the error to answer with)."""
         provider = target.provider
         ask = limits.ask(
             limits.key_scope(target),
@@ -149,14 +196,14 @@ class Ticket:
             price=target.route.price,
             lease=f"{self.settlement_key}.{len(self._keys)}",
         )
+        answer = await self._acquire(ask)
         if ask is None:
             return None
-        try:
-            answer = await self._ledger.state.acquire(ask)
-        except StateUnavailableError:  # on_failure: closed
+        assert answer is not None
+        if isinstance(answer, StateUnavailableError):  # on_failure: closed
             raise StateUnavailable(
                 "Shared state is unavailable; retry shortly.", headers={"retry-after": STATE_RETRY}
-            ) from None
+            )
         if isinstance(answer, Granted):
             self._keys[target] = (ask, answer)
             if answer.local and DEGRADED not in self.ctx.headers:
@@ -173,21 +220,95 @@ class Ticket:
         assert provider.quota is not None
         return KeyRefusal(limits.seconds_to_rollover(provider.quota), quota=True)
 
+    async def _acquire(self, key_ask: Ask | None) -> Answer | StateUnavailableError | None:
+        """Ask the store for `key_ask` and, the first time, the client's ask with it: one round
+        trip. Returns the key's answer; raises the client's refusal."""
+        client_ask, self._unsent = self._unsent, None
+        asks = [a for a in (client_ask, key_ask) if a is not None]
+        if not asks:
+            return None
+        answers = await self._ledger.state.acquire_all(asks)
+        key_answer = answers[-1] if key_ask is not None else None
+        if client_ask is not None:
+            await self._client_answered(answers[0], key_ask, key_answer)
+        return key_answer
+
+    async def _client_answered(
+        self,
+        answer: Answer | StateUnavailableError,
+        key_ask: Ask | None,
+        key_answer: Answer | StateUnavailableError | None,
+    ) -> None:
+        """Take the client's answer; a refusal ends the request, with nothing to settle."""
+        ctx = self.ctx
+        if isinstance(answer, Granted):
+            self.granted = answer
+            if answer.local:
+                ctx.headers.append(DEGRADED)
+            if self.client is not None:
+                ctx.headers += limits.limit_headers(self.client.limits, answer.window)
+            return
+        self.closed = True
+        self._ledger.forget(self.settlement_key)
+        ctx.settlement_key = None
+        refusal = self._refusal(answer)
+        if isinstance(key_answer, Granted):  # asked alongside: it must consume nothing either
+            assert key_ask is not None
+            give_back = self._state.settle_all([self._release(key_ask, key_answer, unsent=True)])
+            await asyncio.shield(self._ledger.later(give_back))
+        raise refusal
+
+    def _refusal(self, answer: Answer | StateUnavailableError) -> Exception:
+        """What the client is told when its scope refuses the request."""
+        client = self.client
+        if isinstance(answer, StateUnavailableError):
+            return StateUnavailable(
+                "Shared state is unavailable, so this request cannot be settled exactly once; retry shortly.",
+                headers={"retry-after": STATE_RETRY},
+            )
+        if isinstance(answer, Replay):
+            metrics.REPLAYS.inc()
+            self.ctx.outcome, self.ctx.settlement_key = "replayed", answer.stored.settlement_key
+            return Replayed(replay(answer.stored))
+        scope_name = client.name if client else limits.ANONYMOUS
+        if isinstance(answer, Limited):
+            metrics.RATE_LIMITED.labels("client", scope_name, answer.limit).inc()
+            return limits.client_refused(client, answer)
+        if isinstance(answer, Spent):
+            metrics.RATE_LIMITED.labels("client", scope_name, "budget").inc()
+            return limits.budget_spent(client)
+        if isinstance(answer, Conflict):
+            return IdempotencyConflict(
+                "A request with this idempotency key is still in progress; retry after it finishes.",
+                headers={"retry-after": CONFLICT_RETRY},
+            )
+        assert isinstance(answer, Reused)
+        return IdempotencyKeyReused(
+            "This idempotency key was already used with a different request body.", param="X-Idempotency-Key"
+        )
+
     async def release_key(self, target: Target) -> None:
         """An attempt failed: give back its key's reservation (it used no tokens)."""
         held = self._keys.pop(target, None)
         if held is not None:
-            ask, granted = held
-            await self._ledger.state.settle(
-                Settle(
-                    scope=ask.scope,
-                    settlement_key=f"{self.settlement_key}:{ask.lease}",
-                    hold=granted.hold,
-                    tpm=ask.tpm,
-                    tpm_delta=-granted.tokens,
-                ),
-                local=granted.local,
-            )
+            await self._state.settle_all([self._release(*held)])
+
+    def _release(self, ask: Ask, granted: Granted, *, unsent: bool = False) -> tuple[Settle, bool]:
+        """Give back a key's reservation; `unsent`: the request never went out, so its RPM slot too."""
+        settle = Settle(
+            scope=ask.scope,
+            settlement_key=f"{self.settlement_key}:{ask.lease}",
+            hold=granted.hold,
+            tpm=ask.tpm,
+            tpm_delta=-granted.tokens,
+            rpm=ask.rpm if unsent else 0,
+            rpm_delta=-1 if unsent else 0,
+        )
+        return settle, granted.local
+
+    @property
+    def _state(self) -> GuardedStore:
+        return self._ledger.state
 
     async def close(
         self,
@@ -205,13 +326,13 @@ class Ticket:
         ctx = self.ctx
         key = self.settlement_key
         self._ledger.forget(key)
-        state = self._ledger.state
         target = ctx.target if ctx.attempts else None
+        releases = [self._release(*self._keys.pop(t)) for t in list(self._keys) if t is not target]
         if target is None:  # no upstream work: nothing is settled, the idempotency key goes free
             ctx.settlement_key = None
-            steps = [self._client_settle(None, None, None)]
-            steps += [self.release_key(t) for t in list(self._keys)]
-            await asyncio.gather(*steps)
+            steps = [*self._client_settle(None, None, None), *releases]
+            if steps:
+                await self._state.settle_all(steps)
             return
         used = usage or estimated or Usage(0, 0)
         cost = limits.cost_nanos(used, target.route.price)
@@ -243,41 +364,34 @@ class Ticket:
             }
         )
         periods = limits.periods(self.started_at)
-        steps = [self._client_settle(used, cost, record, stored, periods)]
-        for t in list(self._keys):
-            if t is not target:
-                steps.append(self.release_key(t))
+        steps = [*self._client_settle(used, cost, record, stored, periods), *releases]
         held = self._keys.pop(target, None)
         if held is not None or used.total_tokens or cost:  # the key's quota and usage counters
             key_ask, granted = held if held is not None else (None, None)
-            steps.append(
-                state.settle(
-                    Settle(
-                        scope=limits.key_scope(target),
-                        settlement_key=key,
-                        hold=granted.hold if granted else None,
-                        tpm=key_ask.tpm if key_ask else 0,
-                        tpm_delta=used.total_tokens - (granted.tokens if granted else 0),
-                        tokens=used.total_tokens,
-                        cost_nanos=cost,
-                        periods=periods,
-                    ),
-                    local=granted.local if granted else False,
-                )
+            settle = Settle(
+                scope=limits.key_scope(target),
+                settlement_key=key,
+                hold=granted.hold if granted else None,
+                tpm=key_ask.tpm if key_ask else 0,
+                tpm_delta=used.total_tokens - (granted.tokens if granted else 0),
+                tokens=used.total_tokens,
+                cost_nanos=cost,
+                periods=periods,
             )
-        await asyncio.gather(*steps)
+            steps.append((settle, granted.local if granted else False))
+        await self._state.settle_all(steps)
 
-    async def _client_settle(
+    def _client_settle(
         self,
         used: Usage | None,
         cost: int | None,
         record: bytes | None,
         stored: Stored | None = None,
         periods: tuple[str, ...] = (),
-    ) -> None:
+    ) -> list[tuple[Settle, bool]]:
         ask, granted = self.ask, self.granted
         if record is None and granted is None:
-            return  # nothing was taken, nothing to give back
+            return []  # nothing was taken, nothing to give back
         tokens = used.total_tokens if used else 0
         settle = Settle(
             scope=ask.scope if ask else limits.client_scope(self.client.name if self.client else None),
@@ -293,4 +407,16 @@ class Ticket:
             claim_hash=ask.claim.body_hash if ask and ask.claim else "",
             stored=stored,
         )
-        await self._ledger.state.settle(settle, local=granted.local if granted else False)
+        return [(settle, granted.local if granted else False)]
+
+
+def replay(stored: Stored) -> BytesResponse:
+    headers = [(b"x-settlement-key", stored.settlement_key.encode()), (b"idempotent-replayed", b"true")]
+    if stored.stream:
+        return BytesResponse(
+            stored.body,
+            status=stored.status,
+            headers=[*SSE_HEADERS[1:], *headers],
+            media_type=SSE_HEADERS[0][1],
+        )
+    return BytesResponse(stored.body, status=stored.status, headers=headers)

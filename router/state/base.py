@@ -7,10 +7,15 @@ script on one hash slot (the scope is the hash tag), in memory one await-free up
 
     acquire(ask)   check every limit of the scope and, only if all pass, reserve them all;
                    with a claim, also take (or answer for) the idempotency key
-    settle(s)      release the lease, reconcile TPM with real usage, add usage to the
-                   counters, append the record, store or drop the idempotency result —
+    settle(s)      release the lease, reconcile TPM (and RPM) with real usage, add usage to
+                   the counters, append the record, store or drop the idempotency result —
                    once per settlement key, however often it is replayed
     renew(...)     keep in-flight leases and claims alive (they expire if a replica dies)
+
+acquire_all and settle_all apply several of those steps (of different scopes, so different
+hash slots) in one round trip: each step stays atomic on its own, none waits for another.
+A request asks its client's and its provider key's scope together before it goes upstream,
+and settles both together after (DESIGN-NOTES: one round trip before, one after).
 
 Times in answers are seconds. Scope names and ids come from config and from router itself;
 idempotency keys are the client's, limited to printable ASCII.
@@ -143,6 +148,9 @@ class Settle:
     tpm: int = 0
     tpm_delta: int = 0
     """Real tokens minus those reserved: moves the TPM window back (or on)."""
+    rpm: int = 0
+    rpm_delta: int = 0
+    """-1 gives the request's RPM slot back: it was granted, but the request never went out."""
     tokens: int = 0
     cost_nanos: int = 0
     periods: tuple[str, ...] = ()
@@ -172,8 +180,18 @@ class Store(Protocol):
 
     async def acquire(self, ask: Ask) -> Answer: ...
 
+    async def acquire_all(self, asks: Sequence[Ask]) -> list[Answer | StateError]:
+        """acquire() for each ask, all sent in one round trip. Never raises: an ask the store
+        could not answer comes back as its StateError (on a cluster, one node may fail while
+        another answers, and a grant it made must not be lost with the failure)."""
+        ...
+
     async def settle(self, settle: Settle) -> bool:
         """Apply one settlement; False when this settlement key was applied before."""
+        ...
+
+    async def settle_all(self, settles: Sequence[Settle]) -> list[bool | StateError]:
+        """settle() for each, all sent in one round trip; as acquire_all, never raises."""
         ...
 
     async def renew(self, scope: str, holds: Sequence[str], claims: Sequence[tuple[str, str]]) -> None:

@@ -71,14 +71,31 @@ class GuardedStore:
         return self._closed and self.degraded
 
     async def acquire(self, ask: Ask) -> Answer:
+        (answer,) = await self.acquire_all([ask])
+        if isinstance(answer, StateUnavailableError):
+            raise answer
+        return answer
+
+    async def acquire_all(self, asks: Sequence[Ask]) -> list[Answer | StateUnavailableError]:
+        """acquire() for each ask, in one round trip to the store. Each ask the store does not
+        answer falls back on its own: to local limits, or to its StateUnavailableError. The
+        others keep what they were granted: giving it back is the caller's to do."""
+        answers: list[Answer | StateError | None] = [None] * len(asks)
         if self._usable():
+            answers = list(await self.store.acquire_all(asks))
+            self._judge("acquire", answers)
+        found: list[Answer | StateUnavailableError] = []
+        for ask, answer in zip(asks, answers, strict=True):
+            if answer is not None and not isinstance(answer, StateError):
+                found.append(answer)
+                continue
             try:
-                answer = await self.store.acquire(ask)
-            except StateError as error:
-                self._failed("acquire", error)
-            else:
-                self._succeeded()
-                return answer
+                found.append(await self._acquire_locally(ask))
+            except StateUnavailableError as error:
+                found.append(error)
+        return found
+
+    async def _acquire_locally(self, ask: Ask) -> Answer:
         if self._closed or ask.claim is not None or (ask.budget and ask.has_allowance):
             # Exactly-once, or a client's money: this process alone cannot know what was spent.
             raise StateUnavailableError()
@@ -86,22 +103,28 @@ class GuardedStore:
         return replace(answer, local=True) if isinstance(answer, Granted) else answer
 
     async def settle(self, settle: Settle, *, local: bool) -> None:
-        """Settle where the grant was made; a record that cannot be written waits in the outbox."""
-        if local:
-            await self.local.settle(replace(settle, record=None, tpm=self._share(settle.tpm)))
+        await self.settle_all([(settle, local)])
+
+    async def settle_all(self, settles: Sequence[tuple[Settle, bool]]) -> None:
+        """Settle each where its grant was made (`local` or not), the shared ones in one round
+        trip; a record that cannot be written waits in the outbox."""
+        shared = []
+        for settle, local in settles:
+            if not local:
+                shared.append(settle)
+                continue
+            share = replace(settle, record=None, tpm=self._share(settle.tpm), rpm=self._share(settle.rpm))
+            await self.local.settle(share)
             if settle.once:  # counters and ledger belong to the shared store
-                self.outbox.append(replace(settle, hold=None, tpm=0, tpm_delta=0, claim_key=None))
+                self.outbox.append(replace(settle, hold=None, tpm=0, tpm_delta=0, rpm=0, claim_key=None))
+        if not shared:
             return
         if self._usable():  # records need no order: each is applied once, whenever it arrives
-            try:
-                await self.store.settle(settle)
-            except StateError as error:
-                self._failed("settle", error)
-            else:
-                self._succeeded()
-                return
-        if settle.once:  # anything else only frees leases and claims, which expire anyway
-            self.outbox.append(settle)
+            done = await self.store.settle_all(shared)
+            self._judge("settle", done)
+            shared = [s for s, result in zip(shared, done, strict=True) if isinstance(result, StateError)]
+        # Anything that is not once only frees leases and claims, which expire anyway.
+        self.outbox.extend(s for s in shared if s.once)
 
     async def renew(self, scope: str, holds: Sequence[str], claims: Sequence[tuple[str, str]]) -> None:
         if self._usable():
@@ -151,6 +174,14 @@ class GuardedStore:
 
     def _usable(self) -> bool:
         return self._clock() >= self._down_until
+
+    def _judge(self, op: str, results: Sequence[object]) -> None:
+        """One batch is one call to the store: one error, or one success, for the breaker."""
+        error = next((r for r in results if isinstance(r, StateError)), None)
+        if error is not None:
+            self._failed(op, error)
+        else:
+            self._succeeded()
 
     def _failed(self, op: str, error: StateError) -> None:
         self._on_error(op)

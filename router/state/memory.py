@@ -26,6 +26,7 @@ from .base import (
     Reused,
     Settle,
     Spent,
+    StateError,
     Stored,
     Used,
     Window,
@@ -143,10 +144,12 @@ class MemoryStore:
             tokens, nanos = _amounts(settle.hold)
             s.held_tokens -= tokens
             s.held_nanos -= nanos
-        if settle.tpm and settle.tpm_delta:
-            tat = gcra.reconcile(s.tat.get("tpm"), now, limit=settle.tpm, delta=settle.tpm_delta)
-            if tat is not None:
-                s.tat["tpm"] = tat
+        windows = (("tpm", settle.tpm, settle.tpm_delta), ("rpm", settle.rpm, settle.rpm_delta))
+        for window, limit, delta in windows:
+            if limit and delta:
+                tat = gcra.reconcile(s.tat.get(window), now, limit=limit, delta=delta)
+                if tat is not None:
+                    s.tat[window] = tat
         if settle.tokens or settle.cost_nanos:
             for period in settle.periods:
                 used = s.used.setdefault(period, [0, 0])
@@ -171,6 +174,24 @@ class MemoryStore:
         if settle.record is not None and self._ledger_file is not None:
             self._append_to_file(settle.record)  # last: the step above is complete whatever happens
         return True
+
+    async def acquire_all(self, asks: Sequence[Ask]) -> list[Answer | StateError]:
+        found: list[Answer | StateError] = []
+        for ask in asks:
+            try:  # this store never fails; a subclass standing in for a failing one may
+                found.append(await self.acquire(ask))
+            except StateError as error:
+                found.append(error)
+        return found
+
+    async def settle_all(self, settles: Sequence[Settle]) -> list[bool | StateError]:
+        found: list[bool | StateError] = []
+        for settle in settles:
+            try:
+                found.append(await self.settle(settle))
+            except StateError as error:
+                found.append(error)
+        return found
 
     def _append_to_file(self, record: bytes) -> None:
         assert self._ledger_file is not None

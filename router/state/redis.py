@@ -4,6 +4,13 @@ Every key of a scope carries the scope as its hash tag (`{c:search-team}:leases`
 script touches one hash slot and runs unchanged on Redis Cluster. Time comes from Redis
 `TIME`, so replicas with drifting clocks still share one window. Sockets time out quickly:
 a slow Redis must not become a slow router (guarded.py decides what happens then).
+
+Several steps of one request (its client's scope and its provider key's: different hash
+slots) go out together: on one server as a non-transactional pipeline of EVALSHA calls, one
+write and one read; on a cluster as concurrent calls, one per scope, whose nodes answer in
+parallel. Not redis-py's cluster pipeline: with retries off (the guard decides about those)
+a connection error there does not make the client re-learn the slot map, so after a failover
+it would keep asking the old master; a single command does.
 """
 
 from __future__ import annotations
@@ -17,7 +24,14 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ChildDeadlockedError, IncorrectPolicyType, RedisClusterException, RedisError
+from redis.exceptions import (
+    ChildDeadlockedError,
+    IncorrectPolicyType,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 from .base import (
     CONCURRENCY_RETRY,
@@ -77,76 +91,25 @@ class RedisStore:
         self._acquire = self._redis.register_script(_script("acquire.lua"))
         self._settle = self._redis.register_script(_script("settle.lua"))
         self._renew = self._redis.register_script(_script("renew.lua"))
+        self._cluster = cluster
         self._ready = False
         self._warming: asyncio.Task[None] | None = None
 
     async def acquire(self, ask: Ask) -> Answer:
-        tag = "{" + ask.scope + "}"
-        claim = ask.claim
-        keys = [
-            tag + ":gcra",
-            tag + ":leases",
-            f"{tag}:use:{ask.period}",
-            f"{tag}:idem:{claim.key if claim else ''}",
-        ]
-        args = [
-            ask.rpm,
-            ask.tpm,
-            ask.concurrency,
-            ask.tokens,
-            ask.allowance_tokens,
-            ask.allowance_nanos,
-            ask.hold if ask.lease else "",
-            self._lease_ttl_ms,
-            1 if claim else 0,
-            claim.body_hash if claim else "",
-            claim.owner if claim else "",
-            int(CONCURRENCY_RETRY * 1000),
-        ]
-        reply = await self._call(self._acquire, keys, args)
-        kind = reply[0]
-        if kind == b"granted":
-            return Granted(_window(reply[2:6]), ask.hold if ask.lease else None, int(reply[1]))
-        if kind == b"limited":
-            return Limited(reply[1].decode(), int(reply[2]) / 1000, _window(reply[3:7]))
-        if kind == b"spent":
-            return Spent()
-        if kind == b"conflict":
-            return Conflict()
-        if kind == b"reused":
-            return Reused()
-        owner, status, stream, body = reply[1:5]
-        return Replay(Stored(owner.decode(), int(status), stream == b"1", body))
+        return _answer(ask, await self._call(self._acquire, *_acquire_call(ask, self._lease_ttl_ms)))
+
+    async def acquire_all(self, asks: Sequence[Ask]) -> list[Answer | StateError]:
+        calls = [_acquire_call(ask, self._lease_ttl_ms) for ask in asks]
+        replies = await self._call_all(self._acquire, calls)
+        return [r if isinstance(r, StateError) else _answer(a, r) for a, r in zip(asks, replies, strict=True)]
 
     async def settle(self, settle: Settle) -> bool:
-        tag = "{" + settle.scope + "}"
-        stored = settle.stored
-        keys = [
-            tag + ":gcra",
-            tag + ":leases",
-            f"{tag}:done:{settle.settlement_key}",
-            f"{tag}:idem:{settle.claim_key or ''}",
-            tag + ":ledger",
-            *(f"{tag}:use:{p}" for p in settle.periods),
-        ]
-        args = [
-            settle.hold or "",
-            settle.tpm,
-            settle.tpm_delta,
-            settle.tokens,
-            settle.cost_nanos,
-            settle.record or b"",
-            settle.settlement_key,
-            1 if settle.claim_key is not None else 0,
-            1 if stored is not None else 0,
-            stored.status if stored else 0,
-            1 if stored and stored.stream else 0,
-            stored.body if stored else b"",
-            self._retention_ms,
-            settle.claim_hash,
-            *(period_ttl(p) for p in settle.periods),
-        ]
-        return bool(await self._call(self._settle, keys, args))
+        return bool(await self._call(self._settle, *_settle_call(settle, self._retention_ms)))
+
+    async def settle_all(self, settles: Sequence[Settle]) -> list[bool | StateError]:
+        calls = [_settle_call(settle, self._retention_ms) for settle in settles]
+        replies = await self._call_all(self._settle, calls)
+        return [r if isinstance(r, StateError) else bool(r) for r in replies]
 
     async def renew(self, scope: str, holds: Sequence[str], claims: Sequence[tuple[str, str]]) -> None:
         tag = "{" + scope + "}"
@@ -185,6 +148,42 @@ class RedisStore:
             await self._warm_up()
         return await self._do(script(keys=keys, args=args))
 
+    async def _call_all(self, script: Any, calls: Sequence[_Call]) -> list[Any]:
+        """Each call's reply, or the StateError that stands for it; sent in one round trip."""
+        try:
+            if not self._ready:
+                await self._warm_up()
+            if self._cluster:
+                return list(await asyncio.gather(*(self._reply(script, keys, args) for keys, args in calls)))
+            replies = await self._pipelined(script, calls)
+            lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if lost:  # Redis restarted (or was flushed) since the scripts were loaded: those did not run
+                await self._reload()
+                again = await self._pipelined(script, [calls[i] for i in lost])
+                for i, reply in zip(lost, again, strict=True):
+                    replies[i] = reply
+        except StateError as error:
+            return [error] * len(calls)
+        return [_state_error(r) if isinstance(r, ResponseError) else r for r in replies]
+
+    async def _pipelined(self, script: Any, calls: Sequence[_Call]) -> list[Any]:
+        # EVALSHA itself, not script(client=pipe): that would ask SCRIPT EXISTS first, a round trip.
+        pipe = self._redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return list(await self._do(pipe.execute(raise_on_error=False)))
+
+    async def _reply(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._do(script(keys=keys, args=args))
+        except StateError as error:
+            return error
+
+    async def _reload(self) -> None:
+        if self._ready:  # the first to find the scripts gone loads them again; the others wait for it
+            self._ready, self._warming = False, None
+        await self._warm_up()
+
     async def _warm_up(self) -> None:
         """Connect and load the scripts once, before the first burst: a cold cluster client
         hit by many first calls at once loses some of them (measured: 2 of 60). Callers that
@@ -208,7 +207,90 @@ class RedisStore:
             return await work
         # One boundary for everything redis-py raises; four of its roots are not RedisErrors.
         except _REDIS_ERRORS as error:
-            raise StateError(f"{type(error).__name__}: {error}") from None
+            raise _state_error(error) from None
+
+
+_Call = tuple[list[str], list[Any]]
+"""A script's keys and arguments."""
+
+
+def _state_error(error: BaseException) -> StateError:
+    return StateError(f"{type(error).__name__}: {error}")
+
+
+def _acquire_call(ask: Ask, lease_ttl_ms: int) -> _Call:
+    tag = "{" + ask.scope + "}"
+    claim = ask.claim
+    keys = [
+        tag + ":gcra",
+        tag + ":leases",
+        f"{tag}:use:{ask.period}",
+        f"{tag}:idem:{claim.key if claim else ''}",
+    ]
+    args = [
+        ask.rpm,
+        ask.tpm,
+        ask.concurrency,
+        ask.tokens,
+        ask.allowance_tokens,
+        ask.allowance_nanos,
+        ask.hold if ask.lease else "",
+        lease_ttl_ms,
+        1 if claim else 0,
+        claim.body_hash if claim else "",
+        claim.owner if claim else "",
+        int(CONCURRENCY_RETRY * 1000),
+    ]
+    return keys, args
+
+
+def _answer(ask: Ask, reply: Any) -> Answer:
+    kind = reply[0]
+    if kind == b"granted":
+        return Granted(_window(reply[2:6]), ask.hold if ask.lease else None, int(reply[1]))
+    if kind == b"limited":
+        return Limited(reply[1].decode(), int(reply[2]) / 1000, _window(reply[3:7]))
+    if kind == b"spent":
+        return Spent()
+    if kind == b"conflict":
+        return Conflict()
+    if kind == b"reused":
+        return Reused()
+    owner, status, stream, body = reply[1:5]
+    return Replay(Stored(owner.decode(), int(status), stream == b"1", body))
+
+
+def _settle_call(settle: Settle, retention_ms: int) -> _Call:
+    tag = "{" + settle.scope + "}"
+    stored = settle.stored
+    keys = [
+        tag + ":gcra",
+        tag + ":leases",
+        f"{tag}:done:{settle.settlement_key}",
+        f"{tag}:idem:{settle.claim_key or ''}",
+        tag + ":ledger",
+        *(f"{tag}:use:{p}" for p in settle.periods),
+    ]
+    args = [
+        settle.hold or "",
+        settle.tpm,
+        settle.tpm_delta,
+        settle.tokens,
+        settle.cost_nanos,
+        settle.record or b"",
+        settle.settlement_key,
+        1 if settle.claim_key is not None else 0,
+        1 if stored is not None else 0,
+        stored.status if stored else 0,
+        1 if stored and stored.stream else 0,
+        stored.body if stored else b"",
+        retention_ms,
+        settle.claim_hash,
+        settle.rpm,
+        settle.rpm_delta,
+        *(period_ttl(p) for p in settle.periods),
+    ]
+    return keys, args
 
 
 def _window(values: Sequence[Any]) -> Window:

@@ -22,12 +22,14 @@ from router import config as configuration
 from router import ledger
 from router.sim import SimServer
 from tests.conftest import CLIENT_KEY, RouterThread, provider_yaml
+from tests.redis_relay import RoundTripRelay, relay_to
 from tests.redis_rig import RedisCluster, RedisServer
 
 Sim = Callable[..., SimServer]
 Router = Callable[..., RouterThread]
 ADMIN = {"Authorization": "Bearer admin-secret"}
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+OTHER_KEY = "sk-test-other-client-key"
 HELLO = [{"role": "user", "content": "Hello"}]
 
 
@@ -151,6 +153,48 @@ def test_failures_before_upstream_work_store_nothing(
     assert refused.status_code == 429
     assert "x-settlement-key" not in refused.headers
     assert len(records(r)) == 1
+
+
+def test_a_refused_client_takes_nothing_from_the_key_asked_alongside(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    """The client's scope and the provider key's are asked in one round trip: when the client is
+    refused, what the key granted with it (its RPM slot too) is given back."""
+    server = sim("trinity")
+    text = config(
+        backend,
+        provider_yaml("trinity", server, ["gpt-4o"], limits="{rpm: 2}"),
+        client="limits: {rpm: 1}",
+    )
+    r = router(text.replace("providers:\n", f"  - name: other\n    key: {OTHER_KEY}\nproviders:\n", 1))
+    settled.append(r)
+    assert chat(r).status_code == 200
+    for _ in range(3):
+        refused = chat(r)
+        assert refused.status_code == 429 and refused.headers["x-ratelimit-limit-requests"] == "1"
+    other = {"Authorization": f"Bearer {OTHER_KEY}"}
+    assert chat(r, headers=other).status_code == 200  # the key's second request was still there
+    assert chat(r, headers=other).status_code == 429  # and now the key is at its limit
+    assert server.chat_requests == 2
+
+
+def test_a_repeat_is_replayed_even_when_no_provider_could_take_it(
+    backend: Backend, sim: Sim, router: Router, settled: list[RouterThread]
+) -> None:
+    server = sim("trinity")
+    r = router(config(backend, provider_yaml("trinity", server, ["gpt-4o"], limits="{rpm: 1}")))
+    settled.append(r)
+    key = {"X-Idempotency-Key": "order-7"}
+    first = chat(r, headers=key)
+    assert first.status_code == 200
+    assert chat(r).status_code == 429  # the key is at its limit, and router remembers it
+    # No attempt is made, so no key is asked: the client's scope is still asked, and answers.
+    again = chat(r, headers=key)
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    assert again.headers["x-settlement-key"] == first.headers["x-settlement-key"]
+    assert chat(r, headers=key, max_tokens=3).status_code == 422
+    assert server.chat_requests == 1
 
 
 def test_a_client_over_its_rpm_gets_429_with_openai_headers(
@@ -442,40 +486,57 @@ def test_config_parses_the_state_section() -> None:
     assert (parsed.state.timeout, parsed.state.retention, parsed.state.replicas) == (0.1, 7200.0, 3)
 
 
-def redis_commands(server: RedisServer) -> dict[str, int]:
-    stats = server.client().info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+def quiet(relay: RoundTripRelay, *, period: float = 0.25) -> None:
+    """Wait until router has sent nothing to Redis for `period` (a stream settles after its end)."""
+    seen, since = len(relay.round_trips), time.monotonic()
+    while time.monotonic() - since < period:
+        time.sleep(0.02)
+        if len(relay.round_trips) != seen:
+            seen, since = len(relay.round_trips), time.monotonic()
 
 
 def test_round_trips_to_redis_per_request(fresh_redis: RedisServer, sim: Sim, router: Router) -> None:
-    """What a request costs in Redis: printed for the record, and held to its design."""
-    server = sim("trinity")
-    backend = Backend("redis", fresh_redis.url)
-    limited = config(
-        backend,
-        provider_yaml("trinity", server, ["gpt-4o"], limits="{rpm: 1000}"),
-        client="limits: {rpm: 1000}",
-    )
-    plain = config(backend, provider_yaml("trinity", server, ["gpt-4o"]))
-    costs = {}
-    for name, text in (("client and key limits", limited), ("no limits", plain)):
-        r = router(text)
-        chat(r)  # loads the scripts
-        before = redis_commands(fresh_redis)
-        for _ in range(10):
-            assert chat(r).status_code == 200
-        after = redis_commands(fresh_redis)
-        costs[name] = {
-            k: (after.get(k, 0) - before.get(k, 0)) / 10 for k in after if after[k] != before.get(k, 0)
+    """DESIGN-NOTES: at most one round trip to Redis before the upstream call and one after, none
+    per chunk. Counted on the wire by a relay (commandstats cannot tell a pipeline of two scripts
+    from two scripts one after the other); each round trip is labelled with how many upstream
+    calls the simulator had seen when it started, which says whether it came before or after."""
+    server = sim("trinity", chunks=200)
+    with relay_to(fresh_redis.port, label=lambda: server.chat_requests) as relay:
+        backend = Backend("redis", relay.url)
+        limited = router(
+            config(
+                backend,
+                provider_yaml("trinity", server, ["gpt-4o"], limits="{rpm: 1000}"),
+                client="limits: {rpm: 1000}",
+            )
+        )
+        plain = router(config(backend, provider_yaml("trinity", server, ["gpt-4o"])))
+        shapes: dict[str, tuple[RouterThread, Callable[[int], dict[str, Any]]]] = {
+            "client and key limits": (limited, lambda n: {}),
+            "with an idempotency key": (limited, lambda n: {"headers": {"X-Idempotency-Key": f"rt-{n}"}}),
+            "a stream of 200 chunks": (limited, lambda n: {"stream": True}),
+            "no limits": (plain, lambda n: {}),
         }
-    print(f"\nRedis commands per request: {costs}")
-    # Before the upstream call: one script per scope that has something to check (client,
-    # then the provider key); after it: one per scope, sent concurrently. None per chunk.
-    # (commandstats also counts the commands each script runs inside Redis: only EVALSHA is a
-    # round trip, and no plain command is ever sent.)
-    assert costs["client and key limits"]["evalsha"] == 4.0
-    assert costs["no limits"]["evalsha"] == 2.0  # only settlement: the client's and the key's
-    assert not {"get", "zadd", "zrem", "xrange"} & costs["no limits"].keys()
+        for r in (limited, plain):
+            assert chat(r).status_code == 200  # connects and loads the scripts
+        quiet(relay)
+        costs: dict[str, list[tuple[int, int]]] = {}
+        for name, (r, options) in shapes.items():
+            costs[name] = []
+            for n in range(5):
+                start, upstream = len(relay.round_trips), server.chat_requests
+                assert chat(r, **options(n)).status_code == 200
+                quiet(relay)
+                labels = relay.round_trips[start:]
+                before, after = labels.count(upstream), labels.count(upstream + 1)
+                assert before + after == len(labels), (name, labels)  # each one is before or after
+                costs[name].append((before, after))
+    print(f"\nRedis round trips per request (before, after the upstream call): {costs}")
+    for name, rows in costs.items():
+        assert all(before <= 1 and after <= 1 for before, after in rows), (name, rows)
+    for name in ("client and key limits", "with an idempotency key", "a stream of 200 chunks"):
+        assert all(before == 1 for before, _ in costs[name]), (name, costs[name])  # the relay saw them
+    assert all(after == 1 for _, after in costs["no limits"])  # settlement: the client's and the key's
 
 
 def test_on_failure_closed_refuses_while_redis_is_down(

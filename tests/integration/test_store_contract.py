@@ -262,3 +262,68 @@ async def test_a_claim_whose_replica_died_expires(make_store: MakeStore) -> None
     assert isinstance(await store.acquire(Ask("c:a", claim=Claim("k", "h", "stl_1"))), Granted)
     await asyncio.sleep(0.6)
     assert isinstance(await store.acquire(Ask("c:a", claim=Claim("k", "h", "stl_2"))), Granted)
+
+
+async def test_acquire_all_answers_each_ask_as_acquire_would(store: Store) -> None:
+    # Scopes of different hash slots in one round trip; each ask all or nothing on its own.
+    assert isinstance(await store.acquire(Ask("c:a", claim=Claim("k", "h", "stl_0"))), Granted)
+    answers = await store.acquire_all(
+        [
+            Ask("c:a", rpm=2, claim=Claim("k", "h", "stl_1")),
+            Ask("p:x/x-0", rpm=2, concurrency=1, lease="l1"),
+            Ask("c:b", rpm=1),
+            Ask("c:b", rpm=1),
+        ]
+    )
+    conflict, key, *window = answers
+    assert isinstance(conflict, Conflict)
+    assert isinstance(key, Granted) and key.hold is not None and key.window.rpm_remaining == 1
+    assert sorted(type(a).__name__ for a in window) == ["Granted", "Limited"]
+    after = await store.acquire(Ask("c:a", rpm=2))
+    assert isinstance(after, Granted) and after.window.rpm_remaining == 1  # the conflict took nothing
+    assert isinstance(await store.acquire(Ask("p:x/x-0", concurrency=1, lease="l2")), Limited)
+    assert await store.acquire_all([]) == []
+
+
+async def test_settle_all_applies_each_settlement_once(store: Store) -> None:
+    client = await store.acquire(Ask("c:a", concurrency=1, lease=lease()))
+    key = await store.acquire(Ask("p:x/x-0", concurrency=1, lease=lease()))
+    assert isinstance(client, Granted) and isinstance(key, Granted)
+    both = [
+        Settle("c:a", "stl_1", hold=client.hold, tokens=5, periods=("total",), record=record(1)),
+        Settle("p:x/x-0", "stl_1", hold=key.hold, tokens=5, periods=("total",)),
+    ]
+    assert await store.settle_all(both) == [True, True]
+    assert await store.settle_all(both) == [False, False]  # an outbox replay: applied once
+    for scope in ("c:a", "p:x/x-0"):
+        assert (await store.usage(scope, ["total"]))["total"].tokens == 5
+        assert isinstance(await store.acquire(Ask(scope, concurrency=1, lease=lease())), Granted)
+    assert await store.records("c:a") == [record(1)]
+    assert await store.settle_all([]) == []
+
+
+async def test_an_rpm_slot_given_back_can_be_used_again(store: Store) -> None:
+    # A key granted alongside a client that was refused: the request never went out.
+    for _ in range(2):
+        assert isinstance(await store.acquire(Ask("p:x/x-0", rpm=2)), Granted)
+    assert isinstance(await store.acquire(Ask("p:x/x-0", rpm=2)), Limited)
+    await store.settle(Settle("p:x/x-0", "stl_1:", rpm=2, rpm_delta=-1))
+    assert isinstance(await store.acquire(Ask("p:x/x-0", rpm=2)), Granted)
+    assert isinstance(await store.acquire(Ask("p:x/x-0", rpm=2)), Limited)
+
+
+async def test_scripts_lost_by_redis_are_loaded_again_within_one_batch(
+    request: pytest.FixtureRequest, store: Store
+) -> None:
+    assert isinstance((await store.acquire_all([Ask("c:a", rpm=5)]))[0], Granted)  # scripts loaded
+    backend = request.node.callspec.params["make_store"]
+    if backend == "redis":  # as after a restart, or SCRIPT FLUSH
+        with request.getfixturevalue("fresh_redis").client() as client:
+            client.script_flush()
+    elif backend == "cluster":
+        for node in request.getfixturevalue("redis_cluster").nodes:
+            with node.client() as client:
+                client.script_flush()
+    answers = await store.acquire_all([Ask("c:a", rpm=5), Ask("p:x/x-0", rpm=5)])
+    assert [a.window.rpm_remaining for a in answers] == [3, 4]  # type: ignore[union-attr]
+    assert await store.settle_all([Settle("c:a", "stl_1", tokens=1, periods=("total",))]) == [True]

@@ -107,17 +107,19 @@ class FlakyStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.down = False
+        self.down_scopes: set[str] = set()
+        """Scopes that fail while the others answer: a cluster with one node down."""
         self.calls = 0
 
     async def acquire(self, ask: Ask) -> Answer:
         self.calls += 1
-        if self.down:
+        if self.down or ask.scope in self.down_scopes:
             raise StateError("down")
         return await super().acquire(ask)
 
     async def settle(self, settle: Settle) -> bool:
         self.calls += 1
-        if self.down:
+        if self.down or settle.scope in self.down_scopes:
             raise StateError("down")
         return await super().settle(settle)
 
@@ -206,6 +208,51 @@ async def test_a_local_grant_settles_locally_and_its_record_waits_for_the_store(
     assert len(guard.outbox) == 1 and guard.outbox[0].hold is None
 
 
+async def test_one_batch_falls_back_ask_by_ask_while_the_store_is_down() -> None:
+    store, errors = FlakyStore(), []
+    guard = GuardedStore(store, on_error=errors.append, clock=Clock())
+    store.down = True
+    client, key = await guard.acquire_all([Ask("c:a", claim=Claim("k", "h", "o")), Ask("p:x/x-0", rpm=10)])
+    assert isinstance(client, StateUnavailableError)  # exactly-once cannot be promised
+    assert isinstance(key, Granted) and key.local  # a key's limits fall back to this replica
+    assert errors == ["acquire"]  # one round trip, one error for the breaker
+
+
+async def test_a_scope_that_answered_keeps_its_grant_when_another_failed() -> None:
+    store, errors = FlakyStore(), []
+    guard = GuardedStore(store, on_error=errors.append, clock=Clock())
+    store.down_scopes = {"p:x/x-0"}
+    client, key = await guard.acquire_all(
+        [Ask("c:a", claim=Claim("k", "h", "o")), Ask("p:x/x-0", concurrency=1, lease="l1")]
+    )
+    assert isinstance(client, Granted) and not client.local
+    assert isinstance(key, Granted) and key.local
+    assert errors == ["acquire"] and guard.degraded
+
+
+async def test_settle_all_settles_each_where_it_was_granted_and_keeps_what_must_be_kept() -> None:
+    store, clock = FlakyStore(), Clock()
+    guard = GuardedStore(store, clock=clock)
+    store.down_scopes = {"p:x/x-0"}
+    client, key = await guard.acquire_all(
+        [Ask("c:a", concurrency=1, lease="l1"), Ask("p:x/x-0", concurrency=1, lease="l2")]
+    )
+    assert isinstance(client, Granted) and isinstance(key, Granted) and key.local
+    clock.now += 10.0  # the breaker's pause is over
+    await guard.settle_all(
+        [
+            (Settle("c:a", "stl_1", hold=client.hold, tokens=3, periods=("total",), record=b"{}"), False),
+            (Settle("p:x/x-0", "stl_1", hold=key.hold, tokens=3, periods=("total",)), True),
+            (Settle("p:x/x-0", "stl_2", tokens=4, periods=("total",)), False),  # fails: waits
+            (Settle("p:x/x-0", "stl_2:l9", hold="l9|0|0"), False),  # fails: only a lease, which expires
+        ]
+    )
+    assert await store.records("c:a") == [b"{}"]
+    assert isinstance(await store.acquire(Ask("c:a", concurrency=1, lease="l3")), Granted)
+    assert isinstance(await guard.local.acquire(Ask("p:x/x-0", concurrency=1, lease="l4")), Granted)
+    assert [(s.settlement_key, s.hold) for s in guard.outbox] == [("stl_1", None), ("stl_2", None)]
+
+
 async def test_key_leases_of_requests_without_client_limits_are_renewed() -> None:
     import asyncio
 
@@ -222,8 +269,8 @@ async def test_key_leases_of_requests_without_client_limits_are_renewed() -> Non
     ledger = Ledger(parsed, GuardedStore(store))
     (target,) = parsed.targets["m"]
     ctx = RequestContext(request_id="req_1", started=0.0)
-    ticket = await ledger.open(ctx, None, {"model": "m", "messages": []}, b"{}", (target,), None)
-    assert not isinstance(ticket, bytes) and await ticket.reserve_key(target) is None  # type: ignore[union-attr]
+    ticket = ledger.open(ctx, None, {"model": "m", "messages": []}, b"{}", (target,), None)
+    assert await ticket.reserve_key(target) is None
     for _ in range(3):
         await asyncio.sleep(0.2)
         await ledger._renew()
