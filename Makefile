@@ -15,8 +15,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q
 
+# make bench ARGS="--only c=1,c=64 --profiles full --seconds 2 --repeat 1"
 bench: $(STAMP)
-	$(BIN)/python -m tests.bench.run
+	$(BIN)/python -m tests.bench.run $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check router tests

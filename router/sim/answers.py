@@ -174,7 +174,8 @@ def answer(dialect: Dialect, body: dict[str, Any], *, chunks: int, call_id: str)
         words = f"The tool answered with {seen} characters.".split()
     else:
         words = f"This is a simulated answer from {dialect.name} ({model}).".split()
-    words += FILLER[: max(0, chunks - len(words))]
+    missing = max(0, chunks - len(words))  # filler words, cycled: --chunks 200 gives 200 chunks
+    words += [FILLER[i % len(FILLER)] for i in range(missing)]
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     finish = "stop"
     if isinstance(limit, int) and 0 < limit < len(words):

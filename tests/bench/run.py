@@ -1,237 +1,337 @@
-"""`make bench`: direct-to-simulator vs through-router, in one run, as a table.
+"""`make bench`: the benchmark of record. Direct to the simulator vs through router, in one run.
 
-The simulator and router each run as their own process, pinned to a core where the
-machine has two. Through router, the load generator shares the simulator's core and the
-router has one to itself, as in a sidecar; direct, the load generator takes the idle
-router core. Each scenario runs against the simulator directly and through router, back
-to back, and prints both and the difference.
+Scenarios: c=1 and c=64 (non-stream), 500 in flight against a 200 ms upstream, stream c=32 and
+stream c=1000 (200 chunks 20 ms apart). Each runs against the simulator directly and through
+each router profile, back to back, --repeat times; medians are printed, and one JSON line per
+scenario x target is appended to --results.
 
-    python -m tests.bench.run [--seconds 5] [--repeat 1] [--results bench-results.jsonl]
+Profiles, each one router process started once: `bare` (no clients, memory:// state) and
+`full` (a client key, client and provider-key limits, a budget, state on a real redis-server
+started here, metrics, JSON logs to a file). Both log to a file, as under Kubernetes.
+
+Placement on two or more cores: router alone on one core; simulators, Redis and, through
+router, the load generator on the other. Direct, the load generator takes the idle router
+core. Then two short passes: `--workers 2` scaling (c=64, unpinned, both cores shared with
+simulator and load generator) and Redis round trips per request through a counting relay.
+
+    python -m tests.bench.run [--seconds 5] [--repeat 3] [--only c=1,c=64] [--profiles bare,full]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
-import socket
-import statistics
-import subprocess
+import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
-import uvloop
 
-from tests.bench import loadgen
+from tests.bench import checks, relay, report
+from tests.bench.scenarios import SCENARIOS, Scenario, Target, Watch, combine, measure, select
+from tests.bench.servers import (
+    PROFILES,
+    SIMS,
+    Child,
+    Profile,
+    start_router,
+    start_sim,
+    write_config,
+)
+from tests.redis_rig import RedisServer
 
-ROOT = Path(__file__).resolve().parents[2]
-MODEL = "gpt-4o"
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    concurrency: int
-    stream: bool
-
-
-SCENARIOS = [
-    Scenario("c=1", 1, False),
-    Scenario("c=64", 64, False),
-    Scenario("stream c=1", 1, True),
-    Scenario("stream c=32", 32, True),
-]
+DIRECT_KEY = b"Authorization: Bearer bench-key\r\n"
+"""Direct to a simulator: its provider key, as router sends it."""
 
 
-def main() -> int:
+def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; medians are reported")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run (default 5)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per scenario and target (default 3)")
     parser.add_argument("--results", default="bench-results.jsonl", help="JSON lines appended here")
+    parser.add_argument("--only", help="scenarios, comma-separated: " + ",".join(s.key for s in SCENARIOS))
+    parser.add_argument("--profiles", default="bare,full", help="router profiles (default bare,full)")
+    parser.add_argument("--skip", default="", help="passes to leave out: scaling,relay")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, router logs)")
     args = parser.parse_args()
-
-    cores = sorted(os.sched_getaffinity(0))
-    pinned = len(cores) >= 2
-    router_core, other_core = (cores[1], cores[0]) if pinned else (None, None)
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        sim_port, router_port = free_port(), free_port()
-        processes.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "router",
-                    "sim",
-                    "--dialect",
-                    "trinity",
-                    "--port",
-                    str(sim_port),
-                    "--chunks",
-                    "8",
-                    "--chunk-gap",
-                    "2ms",
-                ],
-                other_core,
-            )
-        )
-        wait_for(f"http://127.0.0.1:{sim_port}/_sim/stats")
-        config = write_config(sim_port)
-        processes.append(
-            start(
-                [sys.executable, "-m", "router", "serve", "--config", config, "--port", str(router_port)],
-                router_core,
-            )
-        )
-        wait_for(f"http://127.0.0.1:{router_port}/healthz")
-        rows = []
-        for scenario in SCENARIOS:
-            # Direct: the load generator takes the (idle) router core, so it never shares a core
-            # with the simulator. Through router: it shares the simulator's core, leaving the
-            # router a core of its own. Either way every hop crosses cores, as between pods.
-            if pinned:
-                os.sched_setaffinity(0, {router_core})
-            direct = measure(sim_port, "/chat/completions", scenario, args)
-            if pinned:
-                os.sched_setaffinity(0, {other_core})
-            routed = measure(router_port, "/v1/chat/completions", scenario, args)
-            rows.append((scenario, direct, routed))
-            record(args.results, scenario, direct, routed, pinned)
-        print_table(rows, pinned=pinned, seconds=args.seconds, repeat=args.repeat)
-    finally:
-        for process in processes:  # only what this run started, by PID
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGTERM)
-                process.wait(10)
-    return 0
+    args.scenarios = select(args.only)
+    names = [p.strip() for p in args.profiles.split(",") if p.strip()]
+    if unknown := [p for p in names if p not in PROFILES]:
+        parser.error(f"unknown profile(s) {', '.join(unknown)}; choose from {', '.join(PROFILES)}")
+    args.profile_list = [PROFILES[p] for p in names]
+    args.skip_set = {s.strip() for s in args.skip.split(",") if s.strip()}
+    return args
 
 
-def measure(port: int, path: str, scenario: Scenario, args: argparse.Namespace) -> dict[str, float]:
-    body = json.dumps(
-        {
-            "model": MODEL,
-            "stream": scenario.stream,
-            "messages": [{"role": "user", "content": "Benchmark me."}],
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.cores = set(os.sched_getaffinity(0))
+        ordered = sorted(self.cores)
+        self.pinned = len(ordered) >= 2
+        self.router_core = ordered[1] if self.pinned else None
+        self.other_core = ordered[0] if self.pinned else None
+        self.workdir = Path(tempfile.mkdtemp(prefix="router-bench-"))
+        self.children: list[Child] = []
+        self.sims: dict[str, tuple[Child, int]] = {}
+        self.routers: dict[str, tuple[Child, int]] = {}
+        self.redis: RedisServer | None = None
+        self.redis_client: Any = None
+        self.run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.timings: dict[str, float] = {}
+        self.commit = checks.commit()
+        skip, profiles = args.skip_set, args.profile_list
+        self.do_scaling = "scaling" not in skip and any(s.key == "c=64" for s in args.scenarios)
+        self.do_relay = "relay" not in skip and any(p.redis for p in profiles)
+
+    def only(self, core: int | None) -> set[int]:
+        return {core} if core is not None else self.cores
+
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "seconds": self.args.seconds,
+            "repeat": self.args.repeat,
+            "pinned": self.pinned,
+            "cores": len(self.cores),
+            "commit": self.commit,
+            **extra,
         }
-    ).encode()
-    runs = []
-    for _ in range(args.repeat):
-        result = uvloop.run(
-            loadgen.run(
-                "127.0.0.1",
-                port,
-                path,
-                body,
-                concurrency=scenario.concurrency,
-                seconds=args.seconds,
-                headers=b"Authorization: Bearer bench\r\n",
-            )
+
+    def start(self) -> None:
+        for name in sorted({s.sim for s in self.args.scenarios}):
+            child, port = start_sim(name, self.other_core)
+            self.children.append(child)
+            self.sims[name] = (child, port)
+        if any(p.redis for p in self.args.profile_list) or self.do_scaling or self.do_relay:
+            self.redis = RedisServer().start()
+            if self.other_core is not None:
+                os.sched_setaffinity(self.redis.pid or 0, {self.other_core})
+            self.redis_client = self.redis.client()
+        ports = {name: port for name, (_, port) in self.sims.items()}
+        for profile in self.args.profile_list:
+            url = self.redis.url if self.redis else None
+            config = write_config(profile, ports, self.workdir, url)
+            log = self.workdir / f"router-{profile.name}.log"
+            child, port = start_router(profile, config, self.router_core, log)
+            self.children.append(child)
+            self.routers[profile.name] = (child, port)
+
+    def targets(self, scenario: Scenario) -> list[Target]:
+        port = self.sims[scenario.sim][1]
+        direct = Target(
+            "direct", port, "/chat/completions", "gpt-4o", DIRECT_KEY, cores=self.only(self.router_core)
         )
-        runs.append(
-            {
-                "p50": result.p(0.5),
-                "p99": result.p(0.99),
-                "rps": result.rps,
-                "ttft_p50": result.p(0.5, ttft=True),
-                "ttft_p99": result.p(0.99, ttft=True),
-                "errors": result.errors,
-                "n": len(result.latencies),
+        out = [direct]
+        for profile in self.args.profile_list:
+            child, rport = self.routers[profile.name]
+            out.append(
+                Target(
+                    profile.name,
+                    rport,
+                    "/v1/chat/completions",
+                    SIMS[scenario.sim][0],
+                    profile.headers,
+                    child,
+                    self.only(self.other_core),
+                    redis=profile.redis,
+                )
+            )
+        return out
+
+    def scenario(self, scenario: Scenario) -> list[tuple[str, dict[str, Any]]]:
+        began = time.monotonic()
+        targets = self.targets(scenario)
+        runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+        sim = self.sims[scenario.sim][0]
+        for r in range(self.args.repeat):
+            for target in targets:  # interleaved, so drift in the machine touches every target alike
+                watch = Watch(sim, self.redis.pid if self.redis else None)
+                if target.redis:
+                    watch.redis_client = self.redis_client
+                row = measure(scenario, target, watch, self.args.seconds)
+                runs[target.name].append(row)
+                progress(f"{scenario.name} {target.name} run {r + 1}/{self.args.repeat}", row)
+        rows = [(t.name, combine(runs[t.name])) for t in targets]
+        lines = []
+        for target, (name, row) in zip(targets, rows, strict=True):
+            line = {
+                "time": self.run_id,
+                "scenario": scenario.name,
+                "target": name,
+                "profile": None if name == "direct" else name,
+                "settings": self.settings(
+                    concurrency=scenario.concurrency,
+                    stream=scenario.stream,
+                    sim=SIMS[scenario.sim][1],
+                    warmup=scenario.warmup,
+                    ramp=scenario.ramp,
+                    loadgen_cores=sorted(target.cores or ()),
+                    router_core=self.router_core if target.router else None,
+                    router=describe(PROFILES[name]) if name in PROFILES else None,
+                ),
+                "median": row,
+                "runs": runs[name],
             }
-        )
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+            if name != "direct":
+                line["vs_direct"] = report.added(row, rows[0][1])
+            lines.append(line)
+        report.write_lines(self.args.results, lines)
+        self.timings[scenario.name] = time.monotonic() - began
+        return rows
 
-
-def print_table(
-    rows: list[tuple[Scenario, dict[str, float], dict[str, float]]],
-    *,
-    pinned: bool,
-    seconds: float,
-    repeat: int,
-) -> None:
-    print(
-        f"\nrouter vs direct to the simulator ({'router on its own core' if pinned else 'not pinned'}; "
-        f"{seconds:g}s per run, median of {repeat})\n"
-    )
-    head = (
-        f"{'scenario':<13} {'target':<7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'ttft p50':>9} "
-        f"{'ttft p99':>9} {'errors':>7}"
-    )
-    print(head)
-    print("-" * len(head))
-    for scenario, direct, routed in rows:
-        for name, r in (("direct", direct), ("router", routed)):
-            ttft = f"{r['ttft_p50']:9.3f} {r['ttft_p99']:9.3f}" if scenario.stream else f"{'':>9} {'':>9}"
-            print(
-                f"{scenario.name if name == 'direct' else '':<13} {name:<7} {r['p50']:8.3f} {r['p99']:8.3f} "
-                f"{r['rps']:9.0f} {ttft} {r['errors']:7.0f}"
-            )
-        diff = {key: routed[key] - direct[key] for key in ("p50", "p99", "ttft_p50", "ttft_p99")}
-        ratio = routed["rps"] / direct["rps"]
-        added = f"{'':<13} {'added':<7} {diff['p50']:+8.3f} {diff['p99']:+8.3f} {ratio:8.2f}x"
-        if scenario.stream:
-            added += f" {diff['ttft_p50']:+9.3f} {diff['ttft_p99']:+9.3f}"
-        print(added)
-    print()
-
-
-def record(
-    path: str, scenario: Scenario, direct: dict[str, float], routed: dict[str, float], pinned: bool
-) -> None:
-    line = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "scenario": scenario.name,
-        "profile": "bare",
-        "pinned": pinned,
-        "direct": direct,
-        "router": routed,
-    }
-    with open(path, "a") as out:
-        out.write(json.dumps(line) + "\n")
-
-
-def write_config(sim_port: int) -> str:
-    text = f"""
-providers:
-  trinity:
-    base_url: http://127.0.0.1:{sim_port}
-    keys: [bench-key]
-    models: {{{MODEL}: {{}}}}
-"""
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        handle.write(text)
-    return handle.name
-
-
-def start(command: list[str], core: int | None) -> subprocess.Popen[bytes]:
-    # Its JSON log lines are part of the cost being measured, but not of the report.
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if core is not None:
-        os.sched_setaffinity(process.pid, {core})
-    return process
-
-
-def wait_for(url: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def scaling(self) -> dict[str, Any]:
+        """c=64 through `--workers 2` vs one worker, same config (no clients, Redis state: --workers
+        needs it), everything unpinned on every core."""
+        began = time.monotonic()
+        scenario = next(s for s in SCENARIOS if s.key == "c=64")
+        sim, sim_port = self.sims["fast"]
+        assert self.redis is not None
+        sim.pin(None)
+        os.sched_setaffinity(self.redis.pid or 0, self.cores)
+        started: list[Child] = []
         try:
-            httpx.get(url, timeout=0.5)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
+            targets = []
+            for workers in (1, 2):
+                profile = Profile("bare-redis", workers=workers, redis=True)
+                config = write_config(
+                    profile, {"fast": sim_port}, self.workdir, self.redis.url, f"-x{workers}"
+                )
+                log = self.workdir / f"router-bare-redis-x{workers}.log"
+                child, port = start_router(profile, config, None, log, tag=f"-x{workers}")
+                started.append(child)
+                path = "/v1/chat/completions"
+                targets.append(Target(f"x{workers}", port, path, "gpt-4o", b"", child, self.cores))
+            runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+            for r in range(self.args.repeat):
+                for target in targets:
+                    row = measure(scenario, target, Watch(sim, self.redis.pid), self.args.seconds)
+                    runs[target.name].append(row)
+                    progress(f"scaling c=64 workers {target.name} run {r + 1}/{self.args.repeat}", row)
+        finally:
+            for child in started:
+                child.stop()
+            sim.pin(self.other_core)
+            if self.other_core is not None:
+                os.sched_setaffinity(self.redis.pid or 0, {self.other_core})
+        rows = {name: combine(r) for name, r in runs.items()}
+        out = {"x1": rows["x1"], "x2": rows["x2"], "ratio": rows["x2"]["rps"] / rows["x1"]["rps"]}
+        report.write_lines(
+            self.args.results,
+            [
+                {
+                    "time": self.run_id,
+                    "scenario": "c=64 --workers",
+                    "target": name,
+                    "profile": "bare-redis",
+                    "settings": self.settings(concurrency=64, workers=int(name[1:]), unpinned=True),
+                    "median": row,
+                    "runs": runs[name],
+                }
+                for name, row in rows.items()
+            ],
+        )
+        self.timings["scaling"] = time.monotonic() - began
+        return out
+
+    def relay(self) -> dict[str, Any]:
+        began = time.monotonic()
+        assert self.redis is not None
+        os.sched_setaffinity(0, self.only(self.other_core))
+        out = relay.run(self.redis.port, self.router_core, self.other_core, self.workdir)
+        line = {"time": self.run_id, "scenario": "redis round trips", "target": "full", "profile": "full"}
+        report.write_lines(self.args.results, [{**line, "settings": self.settings(), "median": out}])
+        self.timings["relay"] = time.monotonic() - began
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        """router_requests_total summed, per profile, from each router's /metrics: metrics are on."""
+        out = {}
+        for name, (_, port) in self.routers.items():
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except httpx.HTTPError:
+                continue
+            out[name] = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("router_requests_total{")
+            )
+        return out
+
+    def stop(self) -> None:
+        for child in reversed(self.children):  # only what this run started, by PID
+            child.stop()
+        if self.redis_client is not None:
+            self.redis_client.close()
+        if self.redis is not None:
+            self.redis.close()
+        os.sched_setaffinity(0, self.cores)
+        if not self.args.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def describe(profile: Profile) -> dict[str, Any]:
+    return {
+        "workers": profile.workers,
+        "clients": "one key; rpm/tpm/concurrency limits; token budget" if profile.clients else None,
+        "provider_limits": profile.clients,
+        "state": "redis (real redis-server)" if profile.redis else "memory://",
+        "metrics": True,
+        "logs": "JSON lines to a file",
+    }
+
+
+def progress(what: str, row: dict[str, Any]) -> None:
+    gap = f", gap p99 {row['gap_p99']:.2f} ms" if row["gap_p99"] == row["gap_p99"] else ""
+    print(
+        f"  {what}: {row['rps']:.0f} req/s, p50 {row['p50']:.3f} ms, p99 {row['p99']:.3f} ms{gap}, "
+        f"errors {row['errors']}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def main() -> int:
+    args = parse()
+    bench = Bench(args)
+    began = time.monotonic()
+    groups, scaling, relayed = [], None, None
+    try:
+        bench.start()
+        for scenario in args.scenarios:
+            groups.append((scenario.name, scenario.stream, bench.scenario(scenario)))
+        if bench.do_scaling:
+            scaling = bench.scaling()
+        if bench.do_relay:
+            relayed = bench.relay()
+        logs = checks.log_summary(bench.workdir)
+        metrics = bench.metrics()
+    finally:
+        bench.stop()
+    elapsed = time.monotonic() - began
+    placement = (
+        f"router pinned to core {bench.router_core}; sims, redis and (through router) the load generator on "
+        f"core {bench.other_core}; direct, the load generator on core {bench.router_core}"
+        if bench.pinned
+        else "one core: nothing pinned"
+    )
+    header = (
+        f"router bench {bench.run_id} ({placement}; {args.seconds:g} s per run, median of {args.repeat}; "
+        f"total {elapsed:.0f} s)"
+    )
+    print()
+    print(report.table(groups, header))
+    print()
+    print(report.cpu_table(groups))
+    print()
+    for line in checks.notes(groups, scaling, relayed, logs, metrics, bench.timings):
+        print(line)
+    return 0
 
 
 if __name__ == "__main__":
