@@ -339,29 +339,34 @@ class Ticket:
         ctx.tokens, ctx.outcome = used, outcome
         client_name = self.client.name if self.client else ""
         labels = (client_name, self.model, target.provider.name)
-        metrics.TOKENS.labels(*labels, "prompt").inc(used.prompt_tokens)
-        metrics.TOKENS.labels(*labels, "completion").inc(used.completion_tokens)
+        metrics.tokens(*labels, "prompt").inc(used.prompt_tokens)
+        metrics.tokens(*labels, "completion").inc(used.completion_tokens)
         if cost:
-            metrics.COST.labels(*labels).inc(cost / 1e9)
-        record = orjson.dumps(
-            {
-                "settlement_key": key,
-                "request_id": ctx.request_id,
-                "idempotency_key": self.idempotency,
-                "client": self.client.name if self.client else None,
-                "provider": target.provider.name,
-                "key": target.key.name,
-                "model": self.model,
-                "upstream_model": target.route.upstream,
-                "prompt_tokens": used.prompt_tokens,
-                "completion_tokens": used.completion_tokens,
-                "cost": cost / 1e9,
-                "usage_source": "provider" if usage is not None else "estimated",
-                "status": status,
-                "outcome": outcome,
-                "started_at": logs.utc_iso(self.started_at),
-                "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
-            }
+            metrics.cost(*labels).inc(cost / 1e9)
+        # Copied to its own size: orjson (3.13) hands back bytes that keep a 4 KiB allocation
+        # behind a ~500-byte record, and records are kept (memory ledger, outbox): 8 KiB a
+        # request, measured with tracemalloc, was the whole of the sidecar's memory growth.
+        record = compact(
+            orjson.dumps(
+                {
+                    "settlement_key": key,
+                    "request_id": ctx.request_id,
+                    "idempotency_key": self.idempotency,
+                    "client": self.client.name if self.client else None,
+                    "provider": target.provider.name,
+                    "key": target.key.name,
+                    "model": self.model,
+                    "upstream_model": target.route.upstream,
+                    "prompt_tokens": used.prompt_tokens,
+                    "completion_tokens": used.completion_tokens,
+                    "cost": cost / 1e9,
+                    "usage_source": "provider" if usage is not None else "estimated",
+                    "status": status,
+                    "outcome": outcome,
+                    "started_at": logs.utc_iso(self.started_at),
+                    "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
+                }
+            )
         )
         periods = limits.periods(self.started_at)
         steps = [*self._client_settle(used, cost, record, stored, periods), *releases]
@@ -420,3 +425,8 @@ def replay(stored: Stored) -> BytesResponse:
             media_type=SSE_HEADERS[0][1],
         )
     return BytesResponse(stored.body, status=stored.status, headers=headers)
+
+
+def compact(data: bytes) -> bytes:
+    """`data` in an allocation of its own size (see the record in Ticket.close)."""
+    return bytes(memoryview(data))

@@ -34,8 +34,13 @@ from .base import (
 
 log = logging.getLogger("router.state")
 
-LEDGER_MAX = 100_000
-"""Records kept in memory per scope; the JSONL file (state.ledger_file) keeps them all."""
+LEDGER_MAX = 10_000
+"""Records kept in memory per scope (for this process's readers); the JSONL file
+(state.ledger_file) keeps them all. Bounded so a busy sidecar's memory is too."""
+DONE_MAX = 100_000
+"""Settlement keys remembered per scope for once-only settling. In one process a ticket
+settles once by construction; this guards a repeat within seconds, and must not grow with
+every request for a day (retention) at thousands a second."""
 
 
 @dataclass(slots=True)
@@ -140,6 +145,8 @@ class MemoryStore:
             if settle.settlement_key in s.done:
                 return False
             s.done[settle.settlement_key] = now + self._retention
+            if len(s.done) > DONE_MAX:
+                s.done.popitem(last=False)
         if settle.hold is not None and s.leases.pop(settle.hold, None) is not None:
             tokens, nanos = _amounts(settle.hold)
             s.held_tokens -= tokens

@@ -275,3 +275,37 @@ async def test_key_leases_of_requests_without_client_limits_are_renewed() -> Non
         await asyncio.sleep(0.2)
         await ledger._renew()
     assert isinstance(await store.acquire(Ask("p:p/p-0", concurrency=1, lease="other")), Limited)
+
+
+async def test_the_memory_store_stays_bounded_however_many_requests_settle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from router.state import memory
+
+    monkeypatch.setattr(memory, "LEDGER_MAX", 5)
+    monkeypatch.setattr(memory, "DONE_MAX", 7)
+    store = MemoryStore()
+    for i in range(50):
+        await store.settle(Settle("c:a", f"stl_{i}", tokens=1, periods=("total",), record=b"{}"))
+    assert len(await store.records("c:a")) == 5
+    assert len(store._scopes["c:a"].done) == 7
+    assert not await store.settle(Settle("c:a", "stl_49", tokens=1, periods=("total",), record=b"{}"))
+    assert (await store.usage("c:a", ["total"]))["total"].tokens == 50
+
+
+def test_a_settlement_record_is_kept_in_an_allocation_of_its_own_size() -> None:
+    import tracemalloc
+
+    import orjson
+
+    from router.ticket import compact
+
+    record = {"settlement_key": "stl_0123456789abcdef01234567", "tokens": 12, "cost": 0.5}
+    tracemalloc.start()
+    try:
+        kept = [compact(orjson.dumps(record)) for _ in range(200)]
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size < 200 * 512, f"{size / 200:.0f} bytes per ~70-byte record"
+    assert orjson.loads(kept[0]) == record
