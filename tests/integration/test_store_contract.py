@@ -84,6 +84,12 @@ async def test_rpm_admits_a_burst_of_the_limit_then_says_when(store: Store) -> N
     assert 0 < last.retry_after <= 12.5  # one request refills every 60 / 5 s
 
 
+async def test_a_burst_larger_than_the_connection_pool_waits_for_connections(store: Store) -> None:
+    # 600 at once: more than redis-py's default pool (100), which raised MaxConnectionsError.
+    answers = await asyncio.gather(*(store.acquire(Ask("c:a", rpm=1000)) for _ in range(600)))
+    assert sum(isinstance(a, Granted) for a in answers) == 600
+
+
 async def test_concurrent_acquires_admit_exactly_the_limit(store: Store) -> None:
     answers = await asyncio.gather(*(store.acquire(Ask("c:a", rpm=20)) for _ in range(60)))
     assert sum(isinstance(a, Granted) for a in answers) == 20
