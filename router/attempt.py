@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 
@@ -150,8 +150,7 @@ class Sender:
                 async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
                     answer = await response.read()
                 raise _status_error(provider, response, answer, expected="an event stream")
-            chunks = response.chunks()
-            first = await self._until_commit(relay, chunks, first_token_by)
+            first = await self._until_commit(relay, response, first_token_by)
             ctx.first_token = time.perf_counter() - started
             committed = True
         except TimeoutError:
@@ -164,7 +163,6 @@ class Sender:
                 response.close()
         return StreamResponse(
             upstream=response,
-            chunks=chunks,
             relay=relay,
             first=first,
             headers=ctx.response_headers(),
@@ -174,15 +172,14 @@ class Sender:
         )
 
     async def _until_commit(
-        self, relay: StreamRelay, chunks: AsyncIterator[bytes], first_token_by: float
+        self, relay: StreamRelay, response: UpstreamResponse, first_token_by: float
     ) -> bytes:
         loop = asyncio.get_running_loop()
         while True:
             async with asyncio.timeout_at(min(first_token_by, loop.time() + self._timeouts.idle)):
-                try:
-                    data = await anext(chunks)
-                except StopAsyncIteration:
-                    return relay.end()  # raises: nothing was committed
+                data = await response.next_chunk()
+            if data is None:
+                return relay.end()  # raises: nothing was committed
             first = relay.feed(data)
             if relay.failure is not None:
                 raise relay.failure  # nothing reached the client yet: a plain error, retryable

@@ -53,12 +53,14 @@ class Response:
     """A provider's answer once its status and headers arrived. Read it, or iterate its
     chunks, then close(): an answer read to its end gives its connection back to the pool."""
 
-    __slots__ = ("_conn", "headers", "status")
+    __slots__ = ("_conn", "headers", "next_chunk", "status")
 
     def __init__(self, conn: _Connection):
         self._conn = conn
         self.status = conn.status
         self.headers = conn.headers
+        self.next_chunk = conn.next_piece
+        """The body's next piece, or None at its end."""
 
     async def read(self) -> bytes:
         parts = []

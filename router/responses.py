@@ -7,7 +7,7 @@ the client leaving, and how the stream ends (`[DONE]`, or an error event and no 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -53,7 +53,6 @@ class StreamResponse:
         self,
         *,
         upstream: UpstreamResponse,
-        chunks: AsyncIterator[bytes],
         relay: StreamRelay,
         first: bytes,
         headers: RawHeaders,
@@ -62,7 +61,6 @@ class StreamResponse:
         on_end: Callable[[str, UpstreamError | None], None] | None = None,
     ):
         self._upstream = upstream
-        self._chunks = chunks
         self._relay = relay
         self._first = first
         self._headers = [*SSE_HEADERS, *headers]
@@ -137,7 +135,7 @@ class StreamResponse:
     async def _pump(self, send: Send) -> bytes:
         """Relay until the stream ends; returns the last bytes to send."""
         relay = self._relay
-        chunks = self._chunks
+        next_chunk = self._upstream.next_chunk
         try:
             try:
                 with Watchdog(idle=self._idle, deadline=self._deadline) as watch:
@@ -146,9 +144,8 @@ class StreamResponse:
                             # The answer finished: wait only briefly for [DONE] — unless the
                             # usage router asked for has not come yet: worth the idle timeout.
                             watch.wait_at_most(FINISH_GRACE)
-                        try:
-                            data = await anext(chunks)
-                        except StopAsyncIteration:
+                        data = await next_chunk()
+                        if data is None:
                             break
                         watch.fed()
                         out = relay.feed(data)

@@ -7,7 +7,7 @@ replaced without touching anything else: tests bring clients that fail on purpos
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -44,10 +44,14 @@ def map_client_errors(provider: str) -> Iterator[None]:
     try:
         yield
     except http1.HTTPError as exc:
-        for source, error in CLIENT_ERRORS:
-            if isinstance(exc, source):
-                raise error(f"{provider}: {exc}", provider=provider) from exc
-        raise  # pragma: no cover - the last row catches every HTTPError
+        raise mapped(provider, exc) from exc
+
+
+def mapped(provider: str, exc: http1.HTTPError) -> UpstreamError:
+    for source, error in CLIENT_ERRORS:
+        if isinstance(exc, source):
+            return error(f"{provider}: {exc}", provider=provider)
+    raise AssertionError("unreachable: the last row matches every HTTPError")  # pragma: no cover
 
 
 class Client(Protocol):
@@ -74,11 +78,15 @@ class UpstreamResponse:
         with map_client_errors(self._provider):
             return await self._response.read()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, in whatever pieces the network delivers."""
-        with map_client_errors(self._provider):
-            async for chunk in self._response.chunks():
-                yield chunk
+    async def next_chunk(self) -> bytes | None:
+        """The body's next piece as the network delivered it; None at its end.
+
+        A plain coroutine, not an async generator: a stream calls it once per chunk, and
+        each generator layer cost a frame switch and a context manager per chunk."""
+        try:
+            return await self._response.next_chunk()
+        except http1.HTTPError as exc:
+            raise mapped(self._provider, exc) from exc
 
     def close(self) -> None:
         """Synchronous: nothing to wait for, so no task is needed to shield it from cancellation."""
