@@ -15,6 +15,7 @@ ONLY_IN = {
     "httpx": set(),  # the tests' client; router speaks to providers through http1
     "aiohttp": set(),
     "redis": {"state.redis"},
+    "hiredis": {"state.redis"},
     "prometheus_client": {"metrics"},
     "uvicorn": {"cli"},
     "httptools": {"sim.http", "http1"},

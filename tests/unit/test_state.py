@@ -79,7 +79,10 @@ def test_nothing_to_check_needs_no_round_trip() -> None:
 
 
 def test_every_redis_exception_becomes_a_state_error() -> None:
-    store = RedisStore.__new__(RedisStore)
+    import asyncio
+
+    store = RedisStore.__new__(RedisStore)  # only the error boundary, no connection
+    store._timeout, store._slots = 1.0, asyncio.Semaphore(1)
     classes = [
         c for _, c in inspect.getmembers(redis.exceptions, inspect.isclass) if issubclass(c, BaseException)
     ]
@@ -93,8 +96,6 @@ def test_every_redis_exception_becomes_a_state_error() -> None:
 
     async def boom(error: BaseException) -> None:
         raise error
-
-    import asyncio
 
     for cls in classes:
         with pytest.raises(StateError):
@@ -309,3 +310,29 @@ def test_a_settlement_record_is_kept_in_an_allocation_of_its_own_size() -> None:
         tracemalloc.stop()
     assert size < 200 * 512, f"{size / 200:.0f} bytes per ~70-byte record"
     assert orjson.loads(kept[0]) == record
+
+
+async def test_a_redis_that_never_answers_is_a_state_error_within_the_timeout() -> None:
+    import asyncio
+    import time
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # accepts, reads, never answers
+        await reader.read()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", timeout=0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StateError, match=r"no answer within 0\.2s"):
+            await store.ping()
+        assert time.monotonic() - started < 2
+    finally:
+        await store.aclose()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
