@@ -24,7 +24,7 @@ from .responses import BytesResponse, StreamResponse
 from .types import JSON, RawHeaders, Usage
 from .upstream import Upstream, UpstreamResponse, base_headers
 
-_HEADER_VALUE = re.compile(rb"^[\x20-\x7e]{1,1024}$")
+_HEADER_VALUE = re.compile(rb"^[\x20-\x7e]{1,1024}\Z")
 
 Response = BytesResponse | StreamResponse
 

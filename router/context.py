@@ -13,7 +13,7 @@ from .types import RawHeaders, Usage
 if TYPE_CHECKING:
     from .config import Target
 
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}\Z")
 SCOPE_KEY = "router.ctx"
 
 

@@ -24,6 +24,8 @@ import httptools
 
 Headers = Sequence[tuple[bytes, bytes]]
 
+TERMINATOR_WAIT = 1.0
+"""Seconds a connection whose caller is done waits for the body's last bytes to be pooled."""
 HIGH_WATER = 256 * 1024
 """Bytes of answer buffered before reading from the socket pauses (a slow client downstream)."""
 LOW_WATER = 64 * 1024
@@ -56,7 +58,7 @@ class Response:
     __slots__ = ("_conn", "headers", "next_chunk", "status")
 
     def __init__(self, conn: _Connection):
-        self._conn = conn
+        self._conn: _Connection | None = conn
         self.status = conn.status
         self.headers = conn.headers
         self.next_chunk = conn.next_piece
@@ -64,17 +66,27 @@ class Response:
 
     async def read(self) -> bytes:
         parts = []
-        while (data := await self._conn.next_piece()) is not None:
+        while (data := await self.next_chunk()) is not None:
             parts.append(data)
         return b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body in whatever pieces the network delivers."""
-        while (data := await self._conn.next_piece()) is not None:
+        while (data := await self.next_chunk()) is not None:
             yield data
 
     def close(self) -> None:
-        self._conn.finished()
+        """Done with the answer: its connection is reused if the body was read to its end."""
+        conn, self._conn = self._conn, None
+        if conn is not None:  # twice must not touch the next exchange on a reused connection
+            conn.finished(ending=False)
+
+    def release(self) -> None:
+        """Done, having read all the caller needs (a stream's [DONE]): reused if the body's
+        last bytes follow within TERMINATOR_WAIT, as they usually do a moment later."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.finished(ending=True)
 
 
 class _Connection(asyncio.Protocol):
@@ -102,6 +114,7 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self._paused = False
         self._decoder: zlib._Decompress | None = None
+        self._release_on_complete = False
         self.error: HTTPError | None = None
 
     # -- the exchange, as the pool and Response drive it ---------------------------------
@@ -111,8 +124,10 @@ class _Connection(asyncio.Protocol):
         self._reset()
         self._exchange = True
         self._head = self._loop.create_future()
-        assert self.transport is not None
-        self.transport.write(request)
+        if self.closed or self.transport is None:  # dropped between connect (or pooling) and now
+            self._fail(ConnectionLost("closed the connection before answering"))
+        else:
+            self.transport.write(request)
         return self._head
 
     async def next_piece(self) -> bytes | None:
@@ -133,25 +148,47 @@ class _Connection(asyncio.Protocol):
                 raise self.error
             if self._complete:
                 if self._decoder is not None:
-                    tail, self._decoder = self._decoder.flush(), None
+                    decoder, self._decoder = self._decoder, None
+                    tail = decoder.flush()
+                    if not decoder.eof:
+                        self.error = ProtocolViolation("sent a compressed body that was cut short")
+                        raise self.error
                     if tail:
                         return tail
                 return None
             self._waiter = self._loop.create_future()
             await self._waiter
 
-    def finished(self) -> None:
-        """The caller is done with the answer: reuse the connection if it was read to its end."""
+    def finished(self, *, ending: bool) -> None:
+        """The caller is done with the answer: reuse the connection if it was read to its end
+        (`ending`: or when its end comes; an answer abandoned midway closes at once, which also
+        tells the provider to stop generating)."""
         if not self._exchange:
             return
-        self._exchange = False
-        if self._complete and self._keep_alive and self.error is None and not self._pieces:
-            self._pool.release(self)
-        else:
+        if self.error is None and not self._pieces and self._framed and not self.closed:
+            if self._complete:
+                self._exchange = False
+                if self._keep_alive:
+                    self._pool.release(self)
+                else:
+                    self.close()
+                return
+            if ending:  # the chunked terminator is still on its way: pool it when it comes
+                self._release_on_complete = True
+                self._loop.call_later(TERMINATOR_WAIT, self._give_up_waiting)
+                return
+        self.close()
+
+    def finished_later(self) -> None:
+        self.finished(ending=True)  # decided again, now that the body is complete
+
+    def _give_up_waiting(self) -> None:
+        if self._release_on_complete:
             self.close()
 
     def close(self) -> None:
         self._exchange = False
+        self._release_on_complete = False
         if not self.closed:
             self.closed = True
             if self.transport is not None:
@@ -171,20 +208,21 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if not self._exchange:
-            self.close()  # bytes nobody asked for: this connection cannot be trusted again
-            return
+        if not self._exchange or self._complete:
+            self.close()  # bytes nobody asked for: the connection cannot be trusted again (an
+            return  # answer already complete stays good: its body is in hand)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(ProtocolViolation(f"broke the HTTP protocol ({type(exc).__name__})"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._pool.lost(self)
         if not self._exchange or self._complete:
             return
-        if self.status and not self._framed:
+        if self.status and not self._framed and exc is None:
             self._complete = True  # an answer without length ends when its connection does
             self._wake()
         else:
@@ -234,6 +272,9 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.status:
             self._complete = True
+            if self._release_on_complete:
+                self._release_on_complete = False
+                self.finished_later()
             self._wake()
 
     # -- waking whoever waits ------------------------------------------------------------
@@ -275,6 +316,8 @@ class Pool:
         self._expiry = keepalive_expiry
         self._max_idle = max_idle
         self._idle: deque[_Connection] = deque()
+        self._live: set[_Connection] = set()
+        """Every open connection: idle, busy, or waiting for a body's last bytes."""
         self._closed = False
 
     async def post(self, headers: Headers, body: bytes) -> Response:
@@ -299,10 +342,14 @@ class Pool:
         conn.idle_since = asyncio.get_running_loop().time()
         self._idle.append(conn)
 
+    def lost(self, conn: _Connection) -> None:
+        self._live.discard(conn)
+
     async def aclose(self) -> None:
         self._closed = True
-        while self._idle:
-            self._idle.pop().close()
+        self._idle.clear()
+        for conn in list(self._live):
+            conn.close()
 
     def _idle_connection(self) -> _Connection | None:
         idle = self._idle
@@ -332,4 +379,5 @@ class Pool:
             raise ConnectTimedOut("timed out connecting") from None
         except OSError as exc:  # refused, unreachable, DNS (socket.gaierror), TLS (ssl.SSLError)
             raise ConnectFailed(f"could not connect ({type(exc).__name__})") from exc
+        self._live.add(conn)
         return conn

@@ -39,7 +39,7 @@ from .types import JSON
 log = logging.getLogger("router.ledger")
 
 IDEMPOTENCY_HEADERS = (b"x-idempotency-key", b"idempotency-key")
-_IDEMPOTENCY_KEY = re.compile(rb"^[\x20-\x7e]{1,255}$")
+_IDEMPOTENCY_KEY = re.compile(rb"^[\x20-\x7e]{1,255}\Z")
 RENEW_EVERY = 10.0
 """Seconds between lease renewals; leases live 30 s, so two renewals may be missed."""
 TICK = 1.0
@@ -111,11 +111,22 @@ class Ledger:
 
     @property
     def in_flight(self) -> int:
-        """Requests admitted and not yet settled."""
+        """Requests opened and not yet settled (admitted, or about to be on their first attempt)."""
         return len(self._open)
 
     def forget(self, settlement_key: str) -> None:
         self._open.pop(settlement_key, None)
+
+    async def settle_now(self, work: Coroutine[Any, Any, None]) -> None:
+        """Await a settlement that a cancellation must not cut short.
+
+        A memory store's steps never suspend (memory.py), so nothing can interrupt them: the
+        settlement is awaited directly, without the task and shield that cost a loop iteration
+        per request. Any other store's runs as a tracked task, shielded."""
+        if self.state.immediate:
+            await work
+        else:
+            await asyncio.shield(self.later(work))
 
     def later(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a settlement as a task of its own, tracked so shutdown waits for it: awaited

@@ -73,10 +73,20 @@ def access(**fields: Any) -> None:
             b'{"ts":"%s","level":"info","logger":"router.access","msg":"request",'
             % utc_iso(time.time()).encode()
         )
-        os.write(_access_fd, head + orjson.dumps(fields)[1:] + b"\n")
+        _write_whole(_access_fd, head + orjson.dumps(fields)[1:] + b"\n")
 
 
-_second: tuple[int, str] = (0, "")
+def _write_whole(fd: int, line: bytes) -> None:
+    """A log line must never fail the request it describes: a dead reader (EPIPE) or a full
+    non-blocking pipe drops the line, as logging's handleError would have."""
+    try:
+        while line:
+            line = line[os.write(fd, line) :]
+    except OSError:
+        pass
+
+
+_second: tuple[int, str] = (-1, "")
 
 
 def utc_iso(epoch: float) -> str:

@@ -34,10 +34,10 @@ class Envelope:
             return
         given = None
         length = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
+        for name, value in scope["headers"]:  # the first of each, as before
+            if name == b"x-request-id" and given is None:
                 given = value
-            elif name == b"content-length":
+            elif name == b"content-length" and length is None:
                 length = value
         ctx = RequestContext(request_id=accept_request_id(given), started=time.perf_counter())
         scope[SCOPE_KEY] = ctx

@@ -30,7 +30,7 @@ from .upstream import Upstream
 if TYPE_CHECKING:
     from .ticket import Ticket
 
-_CONVERSATION = re.compile(rb"^[\x21-\x7e]{1,256}$")
+_CONVERSATION = re.compile(rb"^[\x21-\x7e]{1,256}\Z")
 # Failures after which this request leaves the target alone: a silent target costs one
 # timeout, not three; a key without the model, or refused, or out of quota stays so.
 _LEAVE_ALONE = frozenset({Verdict.NOT_SERVED, Verdict.KEY_REJECTED, Verdict.QUOTA_EXHAUSTED})
@@ -95,6 +95,8 @@ class Proxy:
                 failures.waiting = wait
                 break
             if wait > 0:
+                if ticket is not None:  # its replay, 409 or own 429 must not wait for a provider
+                    await ticket.admit()
                 await asyncio.sleep(wait)
                 ctx.upstream_wait += wait
             target = choice.target

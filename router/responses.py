@@ -112,7 +112,10 @@ class StreamResponse:
             if self.settle is not None and not self._settled and self.later is not None:
                 self._settled = True  # first: a second cancellation below must not skip it
                 self.later(self.settle(self))
-            self._upstream.close()  # a body read to its end returns its connection to the pool
+            if self.outcome == "completed":  # its connection is pooled once the body ends
+                self._upstream.release()
+            else:
+                self._upstream.close()
             metrics.stream_outcomes(self.outcome if self.outcome != "pending" else "error").inc()
             if self._on_end is not None:
                 self._on_end(self.outcome, self.failure)
@@ -150,8 +153,9 @@ class StreamResponse:
                         watch.fed()
                         out = relay.feed(data)
                         if out:
+                            watch.hold()  # a slow client is not a silent provider
                             await send({"type": "http.response.body", "body": out, "more_body": True})
-                            watch.fed()  # a slow client is not a silent provider
+                            watch.fed()
                         if relay.failure is not None:
                             raise relay.failure
             except TimeoutError:

@@ -61,6 +61,8 @@ class Ledger(Protocol):
 
     def later(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
 
+    async def settle_now(self, work: Coroutine[Any, Any, None]) -> None: ...
+
     def forget(self, settlement_key: str) -> None: ...
 
 
@@ -126,7 +128,7 @@ class Ticket:
         done = self.close(
             status=200, outcome="completed", usage=self.ctx.usage, estimated=self._guess(0), stored=stored
         )
-        await asyncio.shield(self._ledger.later(done))
+        await self._ledger.settle_now(done)
 
     async def failed(self, error: RouterError) -> None:
         """The request ends with `error`. A final answer that is the client's fault (a 400 from
@@ -134,7 +136,7 @@ class Ticket:
         keep = isinstance(error, UpstreamStatusError) and error.verdict == Verdict.CLIENT_FAULT
         stored = self._stored(error.http_status, stream=False, body=error.body()) if keep else None
         done = self.close(status=error.http_status, outcome="error", usage=None, stored=stored)
-        await asyncio.shield(self._ledger.later(done))
+        await self._ledger.settle_now(done)
 
     def abandoned(self) -> None:
         """The client left (or the server is stopping) before an answer: settle in the background."""
@@ -227,11 +229,36 @@ class Ticket:
         asks = [a for a in (client_ask, key_ask) if a is not None]
         if not asks:
             return None
-        answers = await self._ledger.state.acquire_all(asks)
+        state = self._state
+        if state.immediate:  # never suspends: nothing can cancel it midway
+            answers = await state.acquire_all(asks)
+        else:
+            step = asyncio.ensure_future(state.acquire_all(asks))
+            try:
+                answers = await asyncio.shield(step)
+            except asyncio.CancelledError:  # the client left mid-trip: give back what it granted
+                step.add_done_callback(lambda done: self._give_back(done, client_ask, key_ask))
+                raise
         key_answer = answers[-1] if key_ask is not None else None
         if client_ask is not None:
             await self._client_answered(answers[0], key_ask, key_answer)
         return key_answer
+
+    def _give_back(
+        self, step: asyncio.Future[list[Answer | StateUnavailableError]], client: Ask | None, key: Ask | None
+    ) -> None:
+        """What a cancelled first round trip was granted, given back: the request never went out."""
+        if step.cancelled() or step.exception() is not None:
+            return
+        answers = step.result()
+        steps = []
+        if client is not None and isinstance(answers[0], Granted):
+            self.granted = answers[0]
+            steps += self._client_settle(None, None, None)
+        if key is not None and isinstance(answers[-1], Granted):
+            steps.append(self._release(key, answers[-1], unsent=True))
+        if steps:
+            self._ledger.later(self._state.settle_all(steps))
 
     async def _client_answered(
         self,

@@ -92,6 +92,10 @@ class UpstreamResponse:
         """Synchronous: nothing to wait for, so no task is needed to shield it from cancellation."""
         self._response.close()
 
+    def release(self) -> None:
+        """Read to its logical end: the connection is pooled once its last bytes arrive."""
+        self._response.release()
+
 
 ClientFactory = Callable[[Provider], Client]
 

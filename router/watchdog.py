@@ -14,7 +14,17 @@ from types import TracebackType
 
 
 class Watchdog:
-    __slots__ = ("_deadline", "_handle", "_idle", "_last", "_loop", "_task", "expired")
+    __slots__ = (
+        "_armed_at",
+        "_deadline",
+        "_handle",
+        "_holding",
+        "_idle",
+        "_last",
+        "_loop",
+        "_task",
+        "expired",
+    )
 
     def __init__(self, *, idle: float, deadline: float):
         self._loop = asyncio.get_running_loop()
@@ -23,28 +33,45 @@ class Watchdog:
         self._deadline = deadline
         self._last = self._loop.time()
         self._handle: asyncio.TimerHandle | None = None
+        self._armed_at = 0.0
+        self._holding = False
         self.expired = False
 
     def fed(self) -> None:
-        """Data came (or went out): the idle time starts again."""
-        self._last = self._loop.time()
+        """Data came: the idle time starts again."""
+        self._last = now = self._loop.time()
+        self._holding = False
+        if self._armed_at > now + self._idle:  # it stood down while holding: count again
+            self._rearm()
+
+    def hold(self) -> None:
+        """Until the next fed(), nothing times out: the wait is on the client (a slow reader
+        is not a silent provider, and must not be blamed on one)."""
+        self._holding = True
 
     def wait_at_most(self, idle: float) -> None:
         """From now on, wait `idle` seconds for data (shorter: re-armed at once)."""
         shorter = idle < self._idle
         self._idle = idle
-        if shorter and self._handle is not None:
-            self._handle.cancel()
-            self._arm()
+        if shorter:
+            self._rearm()
 
     def _due(self) -> float:
         return min(self._deadline, self._last + self._idle)
 
     def _arm(self) -> None:
-        self._handle = self._loop.call_at(self._due(), self._fire)
+        self._armed_at = self._due()
+        self._handle = self._loop.call_at(self._armed_at, self._fire)
+
+    def _rearm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._arm()
 
     def _fire(self) -> None:
-        if self._loop.time() >= self._due():
+        if self._holding:
+            self._handle, self._armed_at = None, float("inf")  # fed() arms it again
+        elif self._loop.time() >= self._due():
             self.expired = True
             self._handle = None
             if self._task is not None:

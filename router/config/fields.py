@@ -16,7 +16,7 @@ from .expand import parse_duration
 from .model import PERIODS, Allowance, Limits
 
 N = TypeVar("N", int, float)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 class Problems:

@@ -32,7 +32,7 @@ from .model import (
 )
 from .providers import read_providers
 
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}\Z")
 _STATE_SCHEMES = ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster")
 
 

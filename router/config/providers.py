@@ -13,8 +13,8 @@ from .model import ModelRoute, ParamRules, Price, Probe, Provider, ProviderKey
 DIALECTS = ("trinity", "chenyu", "real200")
 DEMO_PLACEHOLDER_URL = "http://demo.invalid"
 
-_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
+_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+\Z")
+_PRINTABLE = re.compile(r"^[\x21-\x7e]+\Z")
 # Never forwarded whatever the config says: the client's credentials and hop-by-hop headers.
 _UNFORWARDABLE = frozenset({
     "authorization", "cookie", "set-cookie", "host", "content-length", "connection", "keep-alive",

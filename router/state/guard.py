@@ -62,6 +62,11 @@ class GuardedStore:
         write the head of the outbox and pop what the other had not written."""
 
     @property
+    def immediate(self) -> bool:
+        """Every step completes without suspending: the store is in this process's memory."""
+        return isinstance(self.store, MemoryStore)
+
+    @property
     def degraded(self) -> bool:
         return self._pause > 0
 

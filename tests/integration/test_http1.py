@@ -269,3 +269,70 @@ async def test_a_slow_reader_pauses_the_socket_instead_of_buffering_everything()
         assert total > len(piece) * 150
         response.close()
         await pool.aclose()
+
+
+async def test_a_body_without_length_cut_by_a_reset_is_an_error_not_an_answer() -> None:
+    import socket
+    import struct
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n{"partial":')
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # with linger 0: a reset, not a clean end
+
+    async with server(handler) as (url, _):
+        pool = http1.Pool(url, connect_timeout=2)
+        response = await pool.post([], b"")
+        with pytest.raises(http1.ConnectionLost):
+            await response.read()
+        await pool.aclose()
+
+
+async def test_a_stream_read_to_its_done_gets_its_connection_pooled_when_the_end_follows() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            writer.write(b"e\r\ndata: [DONE]\n\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)  # the terminator comes in a write of its own, later
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    async with server(handler) as (url, connections):
+        pool = http1.Pool(url, connect_timeout=2)
+        for _ in range(3):
+            response = await pool.post([], b"")
+            assert await response.next_chunk() == b"data: [DONE]\n\n"
+            response.release()  # before the terminator has arrived
+            await asyncio.sleep(0.1)
+        assert len(connections) == 1
+        await pool.aclose()
+
+
+@pytest.mark.parametrize(
+    ("sent", "message"),
+    [
+        (b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+         "broke the HTTP protocol"),
+        (b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 12\r\n\r\n"
+         + gzip.compress(b"x" * 99)[:12], "cut short"),
+    ],
+)  # fmt: skip
+async def test_answers_that_cannot_be_relayed_are_refused(sent: bytes, message: str) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(sent)
+        await writer.drain()
+        await asyncio.sleep(0.5)
+
+    async with server(handler) as (url, _):
+        pool = http1.Pool(url, connect_timeout=2)
+        with pytest.raises(http1.HTTPError, match=message):
+            response = await pool.post([], b"")
+            await response.read()
+        await pool.aclose()

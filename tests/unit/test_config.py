@@ -237,3 +237,10 @@ def test_timeout_defaults_shrink_to_a_short_total_but_explicit_values_may_not_ex
     assert problems(MINIMAL + "routing: {timeouts: {response: 5m, total: 1m}}\n") == [
         "routing.timeouts.response: must not be longer than total"
     ]
+
+
+def test_a_key_with_a_trailing_newline_is_refused_not_sent() -> None:
+    # A Kubernetes secret made with --from-file keeps the file's newline; on the wire it would
+    # end the header block early. `$` in a regex matches before a final "\n"; the checks must not.
+    found = problems(MINIMAL.replace("[k1]", '["${KEY}"]'), env={"KEY": "sk-abc\n"})
+    assert found == ["providers.p.keys[0]: must be printable ASCII without spaces"]

@@ -336,3 +336,16 @@ async def test_a_redis_that_never_answers_is_a_state_error_within_the_timeout() 
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+def test_a_memory_store_settles_without_ever_suspending() -> None:
+    # Ledger.settle_now awaits a memory settlement directly, with no shielding task: sound only
+    # while no step can suspend (a cancellation could then cut it short).
+    guard = GuardedStore(MemoryStore())
+    assert guard.immediate
+    step = guard.settle_all([(Settle("c:a", "stl_1", tokens=3, periods=("total",), record=b"{}"), False)])
+    with pytest.raises(StopIteration):
+        step.send(None)  # ran to its end on the first step
+    acquiring = guard.acquire_all([Ask("c:a", rpm=5, tokens=1)])
+    with pytest.raises(StopIteration):
+        acquiring.send(None)

@@ -55,3 +55,19 @@ async def test_someone_elses_cancellation_stays_a_cancellation() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_waiting_on_the_client_is_never_the_providers_silence() -> None:
+    loop = asyncio.get_running_loop()
+    with Watchdog(idle=0.1, deadline=loop.time() + 10) as watch:
+        watch.hold()  # a send() blocked on a slow client, three idle periods long
+        await asyncio.sleep(0.3)
+        watch.fed()
+    assert not watch.expired
+    started = time.monotonic()
+    with pytest.raises(TimeoutError), Watchdog(idle=0.1, deadline=loop.time() + 10) as watch:
+        watch.hold()
+        await asyncio.sleep(0.3)
+        watch.fed()  # the provider's silence counts again from here
+        await asyncio.sleep(5)
+    assert 0.35 <= time.monotonic() - started < 2
