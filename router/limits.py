@@ -59,10 +59,18 @@ def dearest(targets: Iterable[Target]) -> Price | None:
     return max(prices, key=lambda p: (p.input, p.output))
 
 
+_DAY = 86_400
+_periods_of_day: tuple[int | None, tuple[str, str, str]] = (None, ("", "", ""))
+
+
 def periods(now: float | None = None) -> tuple[str, str, str]:
     """The counter periods usage is added to, in UTC: day, month, all time."""
-    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() if now is None else now))
-    return day, day[:7], "total"
+    global _periods_of_day
+    day_number = int(time.time() if now is None else now) // _DAY
+    if day_number != _periods_of_day[0]:  # formatted once a day, not once a request
+        day = time.strftime("%Y-%m-%d", time.gmtime(day_number * _DAY))
+        _periods_of_day = (day_number, (day, day[:7], "total"))
+    return _periods_of_day[1]
 
 
 def period_of(allowance: Allowance, now: float | None = None) -> str:
