@@ -99,6 +99,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
+        self._waiting: asyncio.TimerHandle | None = None
         self._exchange = False
         self._reset()
 
@@ -115,6 +116,7 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._decoder: zlib._Decompress | None = None
         self._release_on_complete = False
+        self._fed_decoder = False
         self.error: HTTPError | None = None
 
     # -- the exchange, as the pool and Response drive it ---------------------------------
@@ -122,6 +124,7 @@ class _Connection(asyncio.Protocol):
     def start(self, request: bytes) -> asyncio.Future[None]:
         """Send one request; the future resolves once the answer's headers arrived."""
         self._reset()
+        self._stop_waiting()  # an earlier exchange's wait for its terminator is over
         self._exchange = True
         self._head = self._loop.create_future()
         if self.closed or self.transport is None:  # dropped between connect (or pooling) and now
@@ -150,7 +153,7 @@ class _Connection(asyncio.Protocol):
                 if self._decoder is not None:
                     decoder, self._decoder = self._decoder, None
                     tail = decoder.flush()
-                    if not decoder.eof:
+                    if self._fed_decoder and not decoder.eof:
                         self.error = ProtocolViolation("sent a compressed body that was cut short")
                         raise self.error
                     if tail:
@@ -175,18 +178,26 @@ class _Connection(asyncio.Protocol):
                 return
             if ending:  # the chunked terminator is still on its way: pool it when it comes
                 self._release_on_complete = True
-                self._loop.call_later(TERMINATOR_WAIT, self._give_up_waiting)
+                self._waiting = self._loop.call_later(TERMINATOR_WAIT, self._give_up_waiting)
                 return
         self.close()
 
     def finished_later(self) -> None:
+        self._stop_waiting()
         self.finished(ending=True)  # decided again, now that the body is complete
+
+    def _stop_waiting(self) -> None:
+        if self._waiting is not None:
+            self._waiting.cancel()
+            self._waiting = None
 
     def _give_up_waiting(self) -> None:
         if self._release_on_complete:
             self.close()
 
     def close(self) -> None:
+        if self._exchange and not self._complete and self.error is None:
+            self._fail(ConnectionLost("closed the connection mid-answer"))  # wake whoever waits
         self._exchange = False
         self._release_on_complete = False
         if not self.closed:
@@ -196,6 +207,7 @@ class _Connection(asyncio.Protocol):
 
     def _decode(self, data: bytes) -> bytes:
         assert self._decoder is not None
+        self._fed_decoder = True
         try:
             return self._decoder.decompress(data)
         except zlib.error:
@@ -379,5 +391,6 @@ class Pool:
             raise ConnectTimedOut("timed out connecting") from None
         except OSError as exc:  # refused, unreachable, DNS (socket.gaierror), TLS (ssl.SSLError)
             raise ConnectFailed(f"could not connect ({type(exc).__name__})") from exc
-        self._live.add(conn)
+        if not conn.closed:  # dropped already: lost() ran before it could be added
+            self._live.add(conn)
         return conn

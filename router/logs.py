@@ -7,6 +7,7 @@ prompt, a completion or a key — there is no field that could carry one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -79,11 +80,14 @@ def access(**fields: Any) -> None:
 def _write_whole(fd: int, line: bytes) -> None:
     """A log line must never fail the request it describes: a dead reader (EPIPE) or a full
     non-blocking pipe drops the line, as logging's handleError would have."""
+    written = 0
     try:
-        while line:
-            line = line[os.write(fd, line) :]
+        while written < len(line):
+            written += os.write(fd, line[written:])
     except OSError:
-        pass
+        if written:  # half a line out: end it, so the next line is not glued to it
+            with contextlib.suppress(OSError):
+                os.write(fd, b"\n")
 
 
 _second: tuple[int, str] = (-1, "")

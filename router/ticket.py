@@ -253,8 +253,8 @@ class Ticket:
         answers = step.result()
         steps = []
         if client is not None and isinstance(answers[0], Granted):
-            self.granted = answers[0]
-            steps += self._client_settle(None, None, None)
+            # Not kept as self.granted: close() may run meanwhile, and must not give it back too.
+            steps += self._client_settle(None, None, None, granted=answers[0])
         if key is not None and isinstance(answers[-1], Granted):
             steps.append(self._release(key, answers[-1], unsent=True))
         if steps:
@@ -420,8 +420,10 @@ class Ticket:
         record: bytes | None,
         stored: Stored | None = None,
         periods: tuple[str, ...] = (),
+        *,
+        granted: Granted | None = None,
     ) -> list[tuple[Settle, bool]]:
-        ask, granted = self.ask, self.granted
+        ask, granted = self.ask, granted or self.granted
         if record is None and granted is None:
             return []  # nothing was taken, nothing to give back
         tokens = used.total_tokens if used else 0

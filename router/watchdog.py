@@ -45,8 +45,8 @@ class Watchdog:
             self._rearm()
 
     def hold(self) -> None:
-        """Until the next fed(), nothing times out: the wait is on the client (a slow reader
-        is not a silent provider, and must not be blamed on one)."""
+        """Until the next fed(), only the deadline runs: the wait is on the client (a slow
+        reader is not a silent provider, and must not be blamed on one)."""
         self._holding = True
 
     def wait_at_most(self, idle: float) -> None:
@@ -69,9 +69,11 @@ class Watchdog:
         self._arm()
 
     def _fire(self) -> None:
-        if self._holding:
-            self._handle, self._armed_at = None, float("inf")  # fed() arms it again
-        elif self._loop.time() >= self._due():
+        now = self._loop.time()
+        if self._holding and now < self._deadline:  # only the deadline runs while holding
+            self._armed_at = self._deadline
+            self._handle = self._loop.call_at(self._deadline, self._fire)
+        elif now >= self._due() or now >= self._deadline:
             self.expired = True
             self._handle = None
             if self._task is not None:

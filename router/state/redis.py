@@ -242,11 +242,12 @@ class RedisStore:
             async with asyncio.timeout(self._timeout), self._slots:
                 return await work
         except TimeoutError:
-            work.close()  # never started if the time went waiting for a slot; else a no-op
             raise StateError(f"TimeoutError: no answer within {self._timeout:g}s") from None
         # One boundary for everything redis-py raises; four of its roots are not RedisErrors.
         except _REDIS_ERRORS as error:
             raise _state_error(error) from None
+        finally:
+            work.close()  # never started if the time (or a cancellation) came during the slot wait
 
 
 class _CPackedConnection(aioredis.Connection):

@@ -336,3 +336,21 @@ async def test_answers_that_cannot_be_relayed_are_refused(sent: bytes, message: 
             response = await pool.post([], b"")
             await response.read()
         await pool.aclose()
+
+
+async def test_closing_the_pool_wakes_a_reader_mid_answer() -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n")
+        await writer.drain()
+        await asyncio.sleep(10)
+
+    async with server(slow) as (url, _):
+        pool = http1.Pool(url, connect_timeout=2)
+        response = await pool.post([], b"")
+        assert await response.next_chunk() == b"a"
+        waiting = asyncio.ensure_future(response.next_chunk())
+        await asyncio.sleep(0.05)
+        await pool.aclose()  # a reload retiring a runtime, or shutdown
+        with pytest.raises(http1.ConnectionLost):
+            await asyncio.wait_for(waiting, 2)

@@ -71,3 +71,14 @@ async def test_waiting_on_the_client_is_never_the_providers_silence() -> None:
         watch.fed()  # the provider's silence counts again from here
         await asyncio.sleep(5)
     assert 0.35 <= time.monotonic() - started < 2
+
+
+async def test_the_deadline_still_holds_while_waiting_on_the_client() -> None:
+    # A client that stays connected but stops reading blocks send() for good: the request's
+    # deadline must still end it.
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError), Watchdog(idle=0.05, deadline=loop.time() + 0.3) as watch:
+        watch.hold()
+        await asyncio.sleep(5)
+    assert 0.25 <= time.monotonic() - started < 2
