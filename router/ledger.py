@@ -177,7 +177,7 @@ class Ledger:
         if self._background:
             await asyncio.wait(self._background, timeout=grace)
         with contextlib.suppress(Exception):
-            while self.state.outbox and await self.state.flush():
+            while self.state.outbox and await self.state.flush(force=True):
                 pass  # all of it, in batches, until it is empty or the store fails again
         if self.state.outbox:
             log.error("state: %d settlement record(s) could not be written", len(self.state.outbox))

@@ -10,7 +10,9 @@ context manager turns that cancellation into TimeoutError, as asyncio.timeout do
 from __future__ import annotations
 
 import asyncio
+import weakref
 from types import TracebackType
+from typing import ClassVar
 
 
 class Watchdog:
@@ -92,5 +94,86 @@ class Watchdog:
             self._handle.cancel()
             self._handle = None
         # Our cancellation, and nobody else's (a client leaving cancels the same task).
+        if self.expired and kind is asyncio.CancelledError and self._task and self._task.uncancel() == 0:
+            raise TimeoutError from exc
+
+
+class LoopLag:
+    """How late this event loop has lately been running its timers: the time a ready callback
+    (a reply that arrived, say) waits its turn when the process is CPU-bound. One per loop,
+    ticking every TICK once asked for; negligible work."""
+
+    TICK = 0.05
+    _of: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLag]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.seconds = 0.0
+        self._loop = loop
+        self._expected = loop.time() + self.TICK
+        loop.call_at(self._expected, self._tick)
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> LoopLag:
+        lag = cls._of.get(loop)
+        if lag is None:
+            lag = cls._of[loop] = cls(loop)
+        return lag
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        # The worst recent lateness, fading by a fifth each tick once the load is gone.
+        self.seconds = max(now - self._expected, self.seconds * 0.8)
+        self._expected = now + self.TICK
+        self._loop.call_at(self._expected, self._tick)
+
+
+class PatientTimeout:
+    """A timeout that does not count the time this process itself ran late.
+
+    When the timer fires late, or the loop has lately been running late, this process was
+    busy (CPU-bound under load) and the answer awaited may be sitting unread behind the
+    callbacks ahead of it: the timer waits one more `timeout` instead of cancelling, up to
+    `cap` in all. Otherwise it cancels the task, and the context manager raises TimeoutError,
+    as asyncio.timeout does.
+    """
+
+    __slots__ = ("_cap", "_expected", "_handle", "_lag", "_loop", "_task", "_timeout", "expired")
+
+    LATE = 0.02
+    """Seconds past its time after which a timer counts as having fired late."""
+
+    def __init__(self, timeout: float, *, cap: float):
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._lag = LoopLag.of(self._loop)
+        self._timeout = timeout
+        now = self._loop.time()
+        self._cap = now + cap
+        self._expected = now + timeout
+        self._handle: asyncio.TimerHandle | None = None
+        self.expired = False
+
+    def _fire(self) -> None:
+        now = self._loop.time()
+        busy = now - self._expected > self.LATE or self._lag.seconds > self.LATE
+        if busy and now < self._cap:
+            self._expected = min(self._cap, now + self._timeout)
+            self._handle = self._loop.call_at(self._expected, self._fire)
+            return
+        self.expired = True
+        self._handle = None
+        if self._task is not None:
+            self._task.cancel()
+
+    def __enter__(self) -> PatientTimeout:
+        self._handle = self._loop.call_at(self._expected, self._fire)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
         if self.expired and kind is asyncio.CancelledError and self._task and self._task.uncancel() == 0:
             raise TimeoutError from exc

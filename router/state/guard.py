@@ -140,11 +140,12 @@ class GuardedStore:
             else:
                 self._succeeded()
 
-    async def flush(self, *, at_most: int = FLUSH_BATCH) -> int:
-        """Write the outbox to the store, oldest first; stops at the first error. Returns how many."""
+    async def flush(self, *, at_most: int = FLUSH_BATCH, force: bool = False) -> int:
+        """Write the outbox to the store, oldest first; stops at the first error. Returns how many.
+        `force`: try even while the breaker pauses (shutdown: the last chance to write them)."""
         written = 0
         async with self._flushing:
-            while self.outbox and self._usable() and written < at_most:
+            while self.outbox and (force or self._usable()) and written < at_most:
                 try:
                     await self.store.settle(self.outbox[0])
                 except StateError as error:

@@ -327,7 +327,7 @@ async def test_a_redis_that_never_answers_is_a_state_error_within_the_timeout() 
     store = RedisStore(f"redis://127.0.0.1:{port}/0", timeout=0.2)
     started = time.monotonic()
     try:
-        with pytest.raises(StateError, match=r"no answer within 0\.2s"):
+        with pytest.raises(StateError, match=r"no answer within 0\.[2-4]\ds"):
             await store.ping()
         assert time.monotonic() - started < 2
     finally:
@@ -349,3 +349,12 @@ def test_a_memory_store_settles_without_ever_suspending() -> None:
     acquiring = guard.acquire_all([Ask("c:a", rpm=5, tokens=1)])
     with pytest.raises(StopIteration):
         acquiring.send(None)
+
+
+async def test_shutdown_writes_the_outbox_even_while_the_breaker_pauses() -> None:
+    guard = GuardedStore(MemoryStore(), clock=lambda: 100.0)
+    guard.outbox.append(Settle("c:a", "stl_1", tokens=5, periods=("total",), record=b"{}"))
+    guard._down_until = 101.0  # marked down a moment ago, by a timeout under load
+    assert await guard.flush() == 0
+    assert await guard.flush(force=True) == 1  # Ledger.aclose: the last chance
+    assert not guard.outbox

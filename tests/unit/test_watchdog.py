@@ -82,3 +82,37 @@ async def test_the_deadline_still_holds_while_waiting_on_the_client() -> None:
         watch.hold()
         await asyncio.sleep(5)
     assert 0.25 <= time.monotonic() - started < 2
+
+
+async def test_a_patient_timeout_fired_on_time_times_out() -> None:
+    from router.watchdog import PatientTimeout
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError), PatientTimeout(0.05, cap=1.0):
+        await asyncio.sleep(5)
+    assert time.monotonic() - started < 0.5
+
+
+async def test_an_answer_ready_while_the_loop_was_busy_is_not_timed_out() -> None:
+    # The pathology it exists for: a reply arrives in time, but this process is CPU-bound and
+    # its timer runs before the reply is read; asyncio.timeout would cancel the waiter.
+    from router.watchdog import PatientTimeout
+
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+    with PatientTimeout(0.05, cap=1.0):
+        loop.call_later(0.01, time.sleep, 0.2)  # busy past the deadline
+        loop.call_later(0.02, answer.set_result, "reply")  # ready in time, behind the busy stretch
+        assert await answer == "reply"
+
+
+async def test_a_patient_timeout_stops_at_its_cap_however_late_the_loop_runs() -> None:
+    from router.watchdog import PatientTimeout
+
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError), PatientTimeout(0.05, cap=0.4):
+        for _ in range(20):  # always busy when the timer is due
+            loop.call_soon(time.sleep, 0.06)
+            await asyncio.sleep(0.06)
+    assert time.monotonic() - started < 1.0

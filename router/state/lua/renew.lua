@@ -5,7 +5,6 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local ttl, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i = 3, 2 + n do redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[i]) end
-if n > 0 then redis.call('PEXPIRE', KEYS[1], 2 * ttl) end
 for j = 2, #KEYS do
   local c = redis.call('HMGET', KEYS[j], 'o', 's')
   if c[1] == ARGV[2 + n + j - 1] and not c[2] then redis.call('PEXPIRE', KEYS[j], ttl) end

@@ -1,16 +1,21 @@
 -- settle: release the lease, reconcile TPM (and RPM), add usage, append the record, keep or
 -- drop the idempotency claim. With usage or a record it is applied once per settlement key, so
 -- an outbox replay of a write whose reply was lost changes nothing.
--- KEYS: 1 gcra hash, 2 leases zset, 3 done marker, 4 claim hash, 5 ledger stream, 6.. use hashes
+-- KEYS: 1 gcra hash, 2 leases zset, 3 done marker, 4 claim hash, 5 ledger stream,
+--       6 held hash (see acquire.lua), 7.. use hashes
 -- ARGV: 1 hold ("" none), 2 tpm, 3 tpm delta, 4 tokens, 5 nanos, 6 record ("" none),
 --       7 settlement key, 8 claim? (1/0), 9 store? (1/0), 10 status, 11 stream (1/0), 12 body,
 --       13 retention ms, 14 claim body hash, 15 rpm, 16 rpm delta,
---       17.. ttl ms of each use hash (0: none)
+--       17.. ttl ms of each use hash (0: none), in KEYS order
 local tokens, nanos = tonumber(ARGV[4]), tonumber(ARGV[5])
 if ARGV[6] ~= '' or tokens ~= 0 or nanos ~= 0 then
   if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[13]) then return 0 end
 end
-if ARGV[1] ~= '' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+if ARGV[1] ~= '' and redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
+  local _, _, tok, nan = string.find(ARGV[1], '|(%-?%d+)|(%-?%d+)$')
+  if tonumber(tok) ~= 0 then redis.call('HINCRBY', KEYS[6], 't', -tonumber(tok)) end
+  if tonumber(nan) ~= 0 then redis.call('HINCRBY', KEYS[6], 'n', -tonumber(nan)) end
+end
 local function reconcile(window, limit, delta)
   if limit <= 0 or delta == 0 then return end
   local tat = tonumber(redis.call('HGET', KEYS[1], window))
@@ -27,10 +32,10 @@ end
 reconcile('tpm', tonumber(ARGV[2]), tonumber(ARGV[3]))
 reconcile('rpm', tonumber(ARGV[15]), tonumber(ARGV[16]))
 if tokens ~= 0 or nanos ~= 0 then
-  for i = 6, #KEYS do
+  for i = 7, #KEYS do
     redis.call('HINCRBY', KEYS[i], 't', tokens)
     redis.call('HINCRBY', KEYS[i], 'n', nanos)
-    local ttl = tonumber(ARGV[11 + i])
+    local ttl = tonumber(ARGV[10 + i])
     if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
   end
 end
