@@ -110,7 +110,7 @@ def goals(groups: Groups, scaling: dict[str, Any] | None, relayed: dict[str, Any
         ok = r["rps"] >= 2300 and r["p99"] <= 260 and rss <= 150
         line(ok, f"500 in flight {r['rps']:.0f} req/s (>= 2300), p99 {r['p99']:.0f} ms (<= 260), "
                  f"RSS {rss:.0f} MB (<= 150) [{p}]")  # fmt: skip
-    for scenario in ("stream c=32", "stream c=1000"):
+    for scenario in ("stream c=1", "stream c=32", "stream c=1000"):
         direct, r, p = row(scenario)
         if direct and r:
             added = r["ttft_p50"] - direct["ttft_p50"]

@@ -40,6 +40,9 @@ SCENARIOS = [
     Scenario("c=1", "c=1", 1, False, "fast"),
     Scenario("c=64", "c=64", 64, False, "fast"),
     Scenario("inflight=500", "500 in flight", 500, False, "slow", ramp=0.2),
+    # One stream at a time: time to first token with nothing queued in front of it (at c=32 the
+    # router's core is busy and TTFT includes waiting for it).
+    Scenario("stream=1", "stream c=1", 1, True, "fast", gap_ms=2.0),
     Scenario("stream=32", "stream c=32", 32, True, "fast", gap_ms=2.0),
     # 200 chunks 20 ms apart: a 4 s stream. Start the connections over one stream's length so they do
     # not march in step, and measure only once every connection is streaming.
