@@ -158,7 +158,7 @@ def serve(variant: str, port: int, upstream: str) -> int:
             raw = [(k.encode(), v.encode()) for k, v in headers.items()]
             reply = await state["pool"].post(raw, body)
             content = await reply.read()
-            await reply.aclose()
+            reply.close()
             return Response(content, status_code=reply.status, media_type="application/json")
         async with state["session"].post(upstream, data=body, headers=headers) as answer:
             return Response(await answer.read(), status_code=answer.status, media_type="application/json")
