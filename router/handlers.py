@@ -15,8 +15,8 @@ from .context import SCOPE_KEY, RequestContext
 from .disconnect import DisconnectWatch
 from .errors import InvalidRequest, MethodNotAllowed, ModelNotFound, NotFound, RouterError
 from .ledger import idempotency_key
+from .refusals import Replayed
 from .responses import BytesResponse, StreamResponse
-from .ticket import Replayed
 from .types import JSON
 from .validate import validate
 

@@ -32,8 +32,9 @@ from . import limits
 from .config import Allowance, Client, Config, Limits, Target
 from .context import RequestContext
 from .errors import InvalidRequest, StateUnavailable
+from .refusals import STATE_RETRY
 from .state import Claim, GuardedStore, open_store
-from .ticket import STATE_RETRY, Ticket
+from .ticket import Ticket
 from .types import JSON
 
 log = logging.getLogger("router.ledger")

@@ -3,8 +3,8 @@
 The Ledger opens a Ticket for a request with its client's ask (limits, budget, idempotency
 claim) still unsent: the first attempt sends it together with its provider key's ask, so a
 request costs one round trip to the store before it goes upstream (DESIGN-NOTES). The
-client's answer comes first: a refusal (its 429 or 402, 409, 422, or a replay) ends the
-request and gives back what the key granted in the same round trip. If no attempt is ever
+client's answer comes first: a refusal (its 429 or 402, 409, 422, or a replay; refusals.py
+says which) ends the request and gives back what the key granted in the same round trip. If no attempt is ever
 made, the ask is still sent before the request fails, so a replay or the client's own limit
 answers rather than the providers' state.
 
@@ -30,24 +30,19 @@ from .classify import Verdict
 from .config import Client, Target
 from .context import RequestContext
 from .errors import (
-    IdempotencyConflict,
-    IdempotencyKeyReused,
     RouterError,
     StateUnavailable,
     UpstreamStatusError,
 )
-from .responses import SSE_HEADERS, BytesResponse, StreamResponse
+from .refusals import STATE_RETRY, refused
+from .responses import BytesResponse, StreamResponse
 from .state import (
     Answer,
     Ask,
-    Conflict,
     Granted,
     GuardedStore,
     Limited,
-    Replay,
-    Reused,
     Settle,
-    Spent,
     StateUnavailableError,
     Stored,
 )
@@ -67,19 +62,6 @@ class Ledger(Protocol):
 
 
 DEGRADED = (b"x-router-degraded", b"state")
-STATE_RETRY = "2"
-"""Retry-After while shared state is unavailable."""
-CONFLICT_RETRY = "1"
-
-
-class Replayed(Exception):
-    """The idempotency key holds a finished answer: `response` replays it, with no upstream
-    call and no new record (SPEC §6). Raised where the client's scope is first asked (the
-    first attempt); the handler returns the response."""
-
-    def __init__(self, response: BytesResponse):
-        super().__init__("replayed")
-        self.response = response
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,41 +260,12 @@ class Ticket:
         self.closed = True
         self._ledger.forget(self.settlement_key)
         ctx.settlement_key = None
-        refusal = self._refusal(answer)
+        refusal = refused(answer, self.client, self.ctx)
         if isinstance(key_answer, Granted):  # asked alongside: it must consume nothing either
             assert key_ask is not None
             give_back = self._state.settle_all([self._release(key_ask, key_answer, unsent=True)])
             await asyncio.shield(self._ledger.later(give_back))
         raise refusal
-
-    def _refusal(self, answer: Answer | StateUnavailableError) -> Exception:
-        """What the client is told when its scope refuses the request."""
-        client = self.client
-        if isinstance(answer, StateUnavailableError):
-            return StateUnavailable(
-                "Shared state is unavailable, so this request cannot be settled exactly once; retry shortly.",
-                headers={"retry-after": STATE_RETRY},
-            )
-        if isinstance(answer, Replay):
-            metrics.REPLAYS.inc()
-            self.ctx.outcome, self.ctx.settlement_key = "replayed", answer.stored.settlement_key
-            return Replayed(replay(answer.stored))
-        scope_name = client.name if client else limits.ANONYMOUS
-        if isinstance(answer, Limited):
-            metrics.RATE_LIMITED.labels("client", scope_name, answer.limit).inc()
-            return limits.client_refused(client, answer)
-        if isinstance(answer, Spent):
-            metrics.RATE_LIMITED.labels("client", scope_name, "budget").inc()
-            return limits.budget_spent(client)
-        if isinstance(answer, Conflict):
-            return IdempotencyConflict(
-                "A request with this idempotency key is still in progress; retry after it finishes.",
-                headers={"retry-after": CONFLICT_RETRY},
-            )
-        assert isinstance(answer, Reused)
-        return IdempotencyKeyReused(
-            "This idempotency key was already used with a different request body.", param="X-Idempotency-Key"
-        )
 
     async def release_key(self, target: Target) -> None:
         """An attempt failed: give back its key's reservation (it used no tokens)."""
@@ -442,18 +395,6 @@ class Ticket:
             stored=stored,
         )
         return [(settle, granted.local if granted else False)]
-
-
-def replay(stored: Stored) -> BytesResponse:
-    headers = [(b"x-settlement-key", stored.settlement_key.encode()), (b"idempotent-replayed", b"true")]
-    if stored.stream:
-        return BytesResponse(
-            stored.body,
-            status=stored.status,
-            headers=[*SSE_HEADERS[1:], *headers],
-            media_type=SSE_HEADERS[0][1],
-        )
-    return BytesResponse(stored.body, status=stored.status, headers=headers)
 
 
 def compact(data: bytes) -> bytes:

@@ -42,7 +42,7 @@ LAYERS = [
         "access",
     },
     {"health", "responses"},
-    {"routing", "attempt", "failover", "ticket"},
+    {"routing", "attempt", "failover", "ticket", "refusals"},
     {"ledger"},
     {"proxy"},
     {"runtime", "probes"},
