@@ -97,7 +97,7 @@ class Watchdog(_Expiring):
         if self._holding and now < self._deadline:  # only the deadline runs while holding
             self._armed_at = self._deadline
             self._handle = self._loop.call_at(self._deadline, self._fire)
-        elif now >= self._due() or now >= self._deadline:
+        elif now >= self._due():  # the idle time or the deadline, whichever is sooner
             self._expire()
         else:
             self._arm()  # data came since it was armed: wait for what is left
