@@ -7,7 +7,7 @@ the client leaving, and how the stream ends (`[DONE]`, or an error event and no 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -75,6 +75,8 @@ class StreamResponse:
         self.settle: Callable[[StreamResponse], Coroutine[Any, Any, None]] | None = None
         """Settles the request; awaited before the stream's last bytes reach the client."""
         self.later: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
+        self.settle_now: Callable[[Coroutine[Any, Any, None]], Awaitable[None]] | None = None
+        """Awaits a settlement that a cancellation must not cut short (Ledger.settle_now)."""
         """Runs the settlement in the background when the client left or the task was cancelled."""
         self.sent: list[bytes] | None = None
         """Everything sent, when kept for a replay."""
@@ -121,9 +123,9 @@ class StreamResponse:
                 self._on_end(self.outcome, self.failure)
 
     async def _settle_now(self) -> None:
-        if self.settle is not None and not self._settled and self.later is not None:
+        if self.settle is not None and not self._settled and self.settle_now is not None:
             self._settled = True
-            await asyncio.shield(self.later(self.settle(self)))
+            await self.settle_now(self.settle(self))
 
     @staticmethod
     def _keeping(send: Send, sent: list[bytes]) -> Send:

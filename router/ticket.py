@@ -133,6 +133,7 @@ class Ticket:
             response.sent = []
         response.settle = self._stream_ended
         response.later = self._ledger.later
+        response.settle_now = self._ledger.settle_now
 
     async def _stream_ended(self, response: StreamResponse) -> None:
         relay = response.relay
@@ -264,7 +265,7 @@ class Ticket:
         if isinstance(key_answer, Granted):  # asked alongside: it must consume nothing either
             assert key_ask is not None
             give_back = self._state.settle_all([self._release(key_ask, key_answer, unsent=True)])
-            await asyncio.shield(self._ledger.later(give_back))
+            await self._ledger.settle_now(give_back)
         raise refusal
 
     async def release_key(self, target: Target) -> None:
