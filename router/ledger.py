@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -128,6 +128,16 @@ class Ledger:
             await work
         else:
             await asyncio.shield(self.later(work))
+
+    async def start(self, work: Coroutine[Any, Any, None]) -> Awaitable[None]:
+        """Start a settlement, return once its first step has run, with what to await for the
+        rest. On Redis that step writes its round trip (unless a connection must be opened
+        first), so what the request sends next, its answer, leaves after the settlement did:
+        a client that reads its usage once answered finds it, and its next request finds the
+        lease released. Only the reply is left to wait for, and not by the client."""
+        task = self.later(work)
+        await asyncio.sleep(0)  # one loop iteration: the task's first step, up to its reply
+        return asyncio.shield(task)
 
     def later(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a settlement as a task of its own, tracked so shutdown waits for it: awaited

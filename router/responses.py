@@ -32,7 +32,7 @@ SSE_HEADERS: RawHeaders = [
 
 
 class BytesResponse:
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("after", "body", "headers", "status")
 
     def __init__(
         self, body: bytes, *, status: int = 200, headers: RawHeaders, media_type: bytes = b"application/json"
@@ -40,10 +40,18 @@ class BytesResponse:
         self.body = body
         self.status = status
         self.headers = [(b"content-type", media_type), (b"content-length", str(len(body)).encode()), *headers]
+        self.after: Awaitable[None] | None = None
+        """What the client need not wait for (a settlement's reply): awaited once the body is
+        sent, or failed to send, before the request's task ends."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-        await send({"type": "http.response.body", "body": self.body})
+        try:
+            await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+            await send({"type": "http.response.body", "body": self.body})
+        finally:
+            if self.after is not None:
+                after, self.after = self.after, None
+                await after
 
 
 class StreamResponse:

@@ -5,7 +5,8 @@ after the other look the same there. What a request waits for is round trips: on
 connection, a write to Redis that follows a reply (or opens the connection) starts one; more
 bytes before the reply (a pipeline split across segments) belong to the same one. Each round
 trip is recorded with a label taken when it starts (the tests pass the simulator's request
-count, so a label says whether it came before or after the upstream call).
+count, so a label says whether it came before or after the upstream call). It can also hold
+Redis's replies back, to show what a request waits for.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class RoundTripRelay:
         self._label = label
         self.round_trips: list[Any] = []
         """The label of every round trip, in the order they started (all connections)."""
+        self.reply_delay = 0.0
+        """Seconds each reply is held before router gets it (Redis has done the work by then)."""
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -99,6 +102,8 @@ class RoundTripRelay:
         async def to_client() -> None:
             while data := await redis_in.read(65536):
                 waiting[0] = False
+                if self.reply_delay:
+                    await asyncio.sleep(self.reply_delay)
                 client_out.write(data)
                 await client_out.drain()
             client_out.write_eof()

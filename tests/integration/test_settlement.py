@@ -68,6 +68,13 @@ def records(r: RouterThread) -> list[dict[str, Any]]:
     return asyncio.run(ledger.read(r.config))
 
 
+def wait_for_record(r: RouterThread, settlement_key: str, *, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while settlement_key not in {x["settlement_key"] for x in records(r)}:
+        assert time.monotonic() < deadline, f"no record {settlement_key} after {within} s"
+        time.sleep(0.05)
+
+
 def usage(r: RouterThread) -> dict[str, Any]:
     response = httpx.get(r.url + "/admin/usage", headers=ADMIN)
     assert response.status_code == 200, response.text
@@ -539,13 +546,43 @@ def test_round_trips_to_redis_per_request(fresh_redis: RedisServer, sim: Sim, ro
     assert all(after == 1 for _, after in costs["no limits"])  # settlement: the client's and the key's
 
 
+def test_an_answer_without_an_idempotency_key_does_not_wait_for_its_settlement(
+    fresh_redis: RedisServer, sim: Sim, router: Router
+) -> None:
+    """ticket.answered: the settlement is written before the answer leaves, its reply is read
+    after. With a key the answer is stored first, so that answer waits for Redis."""
+    server = sim("trinity")
+    with relay_to(fresh_redis.port) as relay:
+        text = config(Backend("redis", relay.url), provider_yaml("trinity", server, ["gpt-4o"]))
+        r = router(text.replace('state: {url: "', 'state: {timeout: 10s, url: "', 1))
+        assert chat(r).status_code == 200  # connects and loads the scripts
+        quiet(relay)
+        relay.reply_delay = HELD = 1.5
+        began = time.monotonic()
+        plain = chat(r)
+        plain_took = time.monotonic() - began
+        began = time.monotonic()
+        keyed = chat(r, headers={"X-Idempotency-Key": "waits"})
+        keyed_took = time.monotonic() - began
+        relay.reply_delay = 0.0
+        assert plain.status_code == 200 and keyed.status_code == 200
+        assert plain_took < HELD / 2, plain_took  # no round trip before (no limits), none waited for after
+        assert keyed_took >= 2 * HELD, keyed_took  # the claim before, the stored answer after
+        settled = {x["settlement_key"] for x in records(r)}  # through the relay: router's Redis
+        assert {plain.headers["x-settlement-key"], keyed.headers["x-settlement-key"]} <= settled
+
+
 def test_on_failure_closed_refuses_while_redis_is_down(
     fresh_redis: RedisServer, sim: Sim, router: Router
 ) -> None:
     server = sim("trinity")
     text = config(Backend("redis", fresh_redis.url), provider_yaml("trinity", server, ["gpt-4o"]))
     r = router(text.replace('state: {url: "', 'state: {on_failure: closed, url: "', 1))
-    assert chat(r).status_code == 200
+    first = chat(r)
+    assert first.status_code == 200
+    # Its settlement's reply may still be on its way when the answer is (ticket.answered):
+    # Redis stopping before replying would rightly count as Redis down, so wait for it first.
+    wait_for_record(r, first.headers["x-settlement-key"])
     fresh_redis.stop()
     # A request with nothing to check learns that Redis is down when it settles: it is served,
     # and its record waits in the outbox. From then on every request is refused.
@@ -565,9 +602,7 @@ def test_on_failure_closed_refuses_while_redis_is_down(
         time.sleep(0.2)
     # The one served while Redis was down is written from the outbox (this Redis keeps nothing
     # across a restart, so the record from before is gone: that is the test rig, not router).
-    while served.headers["x-settlement-key"] not in {x["settlement_key"] for x in records(r)}:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_for_record(r, served.headers["x-settlement-key"], within=deadline - time.monotonic())
 
 
 def test_a_provider_429_is_never_stored_for_replay(
