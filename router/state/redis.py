@@ -52,12 +52,16 @@ from .base import (
     Used,
     Window,
 )
+from .trips import RoundTrips
 
 _PAGE = 1000
 MAX_CONNECTIONS = 1024
+"""Connections per replica to a Redis Cluster node, or for the other calls to a single Redis."""
+ROUND_TRIPS_AT_ONCE = 4
+"""Script round trips in flight per replica to a single Redis; the calls that find them busy
+go out together in the next (trips.py)."""
 PATIENCE = 8
 """At most this many state.timeouts for a call, when this process (not Redis) is what runs late."""
-"""Connections per replica to a single Redis: one request holds one for a round trip."""
 _REDIS_ERRORS = (RedisError, RedisClusterException, ChildDeadlockedError, IncorrectPolicyType, OSError)
 
 
@@ -111,6 +115,9 @@ class RedisStore:
         redis-py's pool raises MaxConnectionsError when full, which would read as "Redis down"
         (503s for budgeted clients; found by make bench at 500 in flight). A free slot costs no
         task switch, unlike redis-py's BlockingConnectionPool (a condition, two locks)."""
+        self._trips = RoundTrips(
+            self._round_trip, at_once=ROUND_TRIPS_AT_ONCE, bounded=lambda work: self._do(work, slot=False)
+        )
         self._lease_ttl_ms = int(lease_ttl * 1000)
         self._retention_ms = int(retention * 1000)
         self._acquire = self._redis.register_script(_script("acquire.lua"))
@@ -194,7 +201,7 @@ class RedisStore:
     async def _pipelined(self, script: Any, calls: Sequence[_Call]) -> list[Any]:
         # EVALSHA itself, not the Script object: that would ask SCRIPT EXISTS first, a round trip.
         commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
-        return list(await self._do(self._round_trip(commands)))
+        return list(await self._do(self._trips.run(commands), slot=False))
 
     async def _round_trip(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Every command in one write, then each reply (an error reply in its place): what a
@@ -243,7 +250,7 @@ class RedisStore:
             await self._do(self._redis.script_load(script.script))
         self._ready = True
 
-    async def _do(self, work: Any) -> Any:
+    async def _do(self, work: Any, *, slot: bool = True) -> Any:
         # A call that runs out of time while this process was busy (its event loop late under a
         # CPU overload) is given more, up to PATIENCE x state.timeout: the reply may be sitting
         # unread behind hundreds of callbacks. Measured: at 500 in flight with a plain timeout,
@@ -252,6 +259,8 @@ class RedisStore:
         started = loop.time()
         try:
             with PatientTimeout(self._timeout, cap=self._timeout * PATIENCE):
+                if not slot:  # RoundTrips: a few connections at a time, whatever the callers
+                    return await work
                 async with self._slots:
                     return await work
         except TimeoutError:
