@@ -17,7 +17,7 @@ CLIENT_CLOSED = 499
 
 
 def finished(ctx: RequestContext, status: int) -> None:
-    duration = time.perf_counter() - ctx.started
+    duration = (ctx.ended or time.perf_counter()) - ctx.started
     model, provider = ctx.model or "", ctx.provider or ""
     metrics.requests(ctx.client or "", model, provider, str(status)).inc()
     metrics.duration(model, provider).observe(duration)

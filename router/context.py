@@ -33,6 +33,9 @@ class RequestContext:
     request_id: str
     started: float
     """time.perf_counter() when the request arrived."""
+    ended: float | None = None
+    """time.perf_counter() when the answer's last bytes were handed to the server: what the
+    client waited for (a settlement's reply may still be awaited after, ticket.answered)."""
     upstream_wait: float = 0.0
     """Seconds spent waiting on providers (attempts, backoffs, Retry-After) before the response started."""
     upstream_headers: float | None = None

@@ -131,11 +131,10 @@ class Ledger:
 
     async def start(self, work: Coroutine[Any, Any, None]) -> Awaitable[None]:
         """Start a settlement, return once its first step has run, with what to await for the
-        rest. On Redis that step writes its round trip, or queues it ahead of every later one
-        of this process (state/trips.py), so the answer the request sends next leaves after:
-        a client that reads its usage once answered finds it (unless a connection had to be
-        opened first), and its next request finds the lease released. Only the reply is left
-        to wait for, and not by the client."""
+        rest. With a store that sends_now that step writes its round trip, so the answer the
+        request sends next leaves after it: a client that reads its usage once answered finds
+        it, and its next request finds the lease released. Only the reply is left to wait for,
+        and not by the client."""
         task = self.later(work)
         await asyncio.sleep(0)  # one loop iteration: the task's first step, up to its reply
         return asyncio.shield(task)

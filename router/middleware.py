@@ -51,6 +51,8 @@ class Envelope:
                 status, started = message["status"], True
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                ctx.ended = time.perf_counter()
 
         try:
             if length is not None and (not length.isdigit() or int(length) > self.max_bytes):

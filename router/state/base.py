@@ -178,6 +178,13 @@ class Used:
 class Store(Protocol):
     """Shared state. Implementations: memory (one process) and Redis / Redis Cluster."""
 
+    @property
+    def sends_now(self) -> bool:
+        """A step started now is written to the store within its first loop step, ahead of
+        any step this process starts later. Only then may an answer go out before its
+        settlement's reply (ticket.answered): the client's next request must find it applied."""
+        ...
+
     async def acquire(self, ask: Ask) -> Answer: ...
 
     async def acquire_all(self, asks: Sequence[Ask]) -> list[Answer | StateError]:

@@ -55,6 +55,7 @@ class GuardedStore:
         self._on_error = on_error
         self._clock = clock
         self._down_until = 0.0
+        self._failed_at = -math.inf
         self._pause = 0.0
         self.outbox: deque[Settle] = deque()
         self._flushing = asyncio.Lock()
@@ -65,6 +66,10 @@ class GuardedStore:
     def immediate(self) -> bool:
         """Every step completes without suspending: the store is in this process's memory."""
         return isinstance(self.store, MemoryStore)
+
+    @property
+    def sends_now(self) -> bool:
+        return self._usable() and self.store.sends_now
 
     @property
     def degraded(self) -> bool:
@@ -87,8 +92,9 @@ class GuardedStore:
         others keep what they were granted: giving it back is the caller's to do."""
         answers: list[Answer | StateError | None] = [None] * len(asks)
         if self._usable():
+            started = self._clock()
             answers = list(await self.store.acquire_all(asks))
-            self._judge("acquire", answers)
+            self._judge("acquire", answers, started)
         found: list[Answer | StateUnavailableError] = []
         for ask, answer in zip(asks, answers, strict=True):
             if answer is not None and not isinstance(answer, StateError):
@@ -125,8 +131,9 @@ class GuardedStore:
         if not shared:
             return
         if self._usable():  # records need no order: each is applied once, whenever it arrives
+            started = self._clock()
             done = await self.store.settle_all(shared)
-            self._judge("settle", done)
+            self._judge("settle", done, started)
             shared = [s for s, result in zip(shared, done, strict=True) if isinstance(result, StateError)]
         # Anything that is not once only frees leases and claims, which expire anyway.
         self.outbox.extend(s for s in shared if s.once)
@@ -181,16 +188,21 @@ class GuardedStore:
     def _usable(self) -> bool:
         return self._clock() >= self._down_until
 
-    def _judge(self, op: str, results: Sequence[object]) -> None:
+    def _judge(self, op: str, results: Sequence[object], started: float) -> None:
         """One batch is one call to the store: one error, or one success, for the breaker."""
         error = next((r for r in results if isinstance(r, StateError)), None)
         if error is not None:
-            self._failed(op, error)
+            self._failed(op, error, started)
         else:
             self._succeeded()
 
-    def _failed(self, op: str, error: StateError) -> None:
+    def _failed(self, op: str, error: StateError, started: float | None = None) -> None:
         self._on_error(op)
+        if started is not None and started < self._failed_at:
+            # Made before the last failure was known: the same outage (the callers of one
+            # shared round trip, or calls in flight together), not a longer one.
+            return
+        self._failed_at = self._clock()
         if not self.degraded:
             log.warning(
                 "state: store unreachable (%s); %s", error, "refusing" if self._closed else "local limits"

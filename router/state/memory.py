@@ -64,6 +64,8 @@ class _Scope:
 
 
 class MemoryStore:
+    sends_now = False  # nothing to send: its steps never wait (GuardedStore.immediate)
+
     def __init__(
         self,
         *,

@@ -7,10 +7,11 @@ a slow Redis must not become a slow router (guarded.py decides what happens then
 
 Several steps of one request (its client's scope and its provider key's: different hash
 slots) go out together: on one server as a non-transactional pipeline of EVALSHA calls, one
-write and one read; on a cluster as concurrent calls, one per scope, whose nodes answer in
-parallel. Not redis-py's cluster pipeline: with retries off (the guard decides about those)
-a connection error there does not make the client re-learn the slot map, so after a failover
-it would keep asking the old master; a single command does.
+write and one read, shared with other requests' calls when round trips queue (trips.py); on
+a cluster as concurrent calls, one per scope, whose nodes answer in parallel. Not redis-py's
+cluster pipeline: with retries off (the guard decides about those) a connection error there
+does not make the client re-learn the slot map, so after a failover it would keep asking the
+old master; a single command does.
 """
 
 from __future__ import annotations
@@ -111,10 +112,11 @@ class RedisStore:
             self._redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         self._timeout = timeout
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
-        """A burst of answers settling at once waits here for a connection instead of failing:
-        redis-py's pool raises MaxConnectionsError when full, which would read as "Redis down"
-        (503s for budgeted clients; found by make bench at 500 in flight). A free slot costs no
-        task switch, unlike redis-py's BlockingConnectionPool (a condition, two locks)."""
+        """A burst of calls (a cluster's scripts; the other commands) waits here for a
+        connection instead of failing: redis-py's pool raises MaxConnectionsError when full,
+        which would read as "Redis down" (503s for budgeted clients; found by make bench at 500
+        in flight). A free slot costs no task switch, unlike redis-py's BlockingConnectionPool.
+        A single Redis's script calls need none: RoundTrips keeps a few connections busy."""
         self._trips = RoundTrips(
             self._round_trip, at_once=ROUND_TRIPS_AT_ONCE, bounded=lambda work: self._do(work, slot=False)
         )
@@ -126,6 +128,11 @@ class RedisStore:
         self._cluster = cluster
         self._ready = False
         self._warming: asyncio.Task[None] | None = None
+
+    @property
+    def sends_now(self) -> bool:
+        # Not a cluster: its calls are tasks of their own, which start a loop step later.
+        return self._ready and not self._cluster and self._trips.direct
 
     async def acquire(self, ask: Ask) -> Answer:
         return _answer(ask, await self._call(self._acquire, *_acquire_call(ask, self._lease_ttl_ms)))
@@ -201,7 +208,7 @@ class RedisStore:
     async def _pipelined(self, script: Any, calls: Sequence[_Call]) -> list[Any]:
         # EVALSHA itself, not the Script object: that would ask SCRIPT EXISTS first, a round trip.
         commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
-        return list(await self._do(self._trips.run(commands), slot=False))
+        return list(await self._trips.run(commands))  # bounded per round trip, not per caller
 
     async def _round_trip(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Every command in one write, then each reply (an error reply in its place): what a

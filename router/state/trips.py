@@ -8,9 +8,9 @@ finish sends the whole queue as one: one write, the replies read in order, each 
 its own. A lone request never waits: with nothing in flight its round trip goes out at once,
 as it did before.
 
-Calls leave in the order they were made (a call only goes out directly when the queue is
-empty), so Redis runs this process's steps in that order: a settlement made before a
-request's next admission is ahead of it.
+Calls are written in the order they were made: one goes out directly only while nothing is
+queued, and a queue is taken whole by the flush that sends it, at its first step (callers
+that come before that join it).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
+
+from .base import StateError
 
 Commands = Sequence[tuple[Any, ...]]
 Send = Callable[[Commands], Coroutine[Any, Any, list[Any]]]
@@ -34,47 +36,63 @@ class RoundTrips:
         self._send = send
         """Writes the commands and reads every reply (an error reply in its place)."""
         self._bounded = bounded
-        """Puts a time limit on a shared round trip, which no single caller's limit covers."""
+        """A round trip's time limit, and its errors as StateError. It starts when the round
+        trip does: time spent queued is bounded by the round trips ahead, each bounded so."""
         self._at_once = at_once
         self._busy = 0
         self._queue: list[tuple[Commands, asyncio.Future[list[Any]]]] = []
         self._flushing: set[asyncio.Task[None]] = set()
+        self._starting = False
+
+    @property
+    def direct(self) -> bool:
+        """A call made now would be written at once, not queued."""
+        return self._busy < self._at_once and not self._queue
 
     async def run(self, commands: Commands) -> list[Any]:
-        """The replies to `commands`, in order. The caller bounds the wait; if it gives up
-        before its commands were sent, they are not sent."""
-        if self._busy < self._at_once:  # then the queue is empty: _next() empties it first
+        """The replies to `commands`, in order, or a StateError. A caller that gives up before
+        its commands were written (cancelled) is not sent."""
+        if self.direct:
             self._busy += 1
             try:
-                return await self._send(commands)
+                return await self._bounded(self._send(commands))
             finally:
-                self._busy -= 1
-                self._next()
+                self._done()
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queue.append((commands, future))
         return await future
 
-    def _next(self) -> None:
-        if not self._queue or self._busy >= self._at_once:
-            return
-        batch = [(commands, future) for commands, future in self._queue if not future.done()]
-        self._queue = []
-        if batch:
+    def _done(self, _: object = None) -> None:
+        self._busy -= 1
+        if self._queue and self._busy < self._at_once and not self._starting:
             self._busy += 1
-            task = asyncio.get_running_loop().create_task(self._flush(batch))
+            self._starting = True  # one flush takes the queue; a second would split it
+            task = asyncio.get_running_loop().create_task(self._flush())
             self._flushing.add(task)
             task.add_done_callback(self._flushing.discard)
+            task.add_done_callback(self._cancelled_early)
+            task.add_done_callback(self._done)  # also when cancelled before its first step
 
-    async def _flush(self, batch: list[tuple[Commands, asyncio.Future[list[Any]]]]) -> None:
+    def _cancelled_early(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            self._starting = False  # harmless if it had started: then it was False already
+
+    async def _flush(self) -> None:
+        self._starting = False
+        batch = [(commands, future) for commands, future in self._queue if not future.done()]
+        self._queue = []
+        if not batch:
+            return
         try:
             replies = await self._bounded(self._send([c for commands, _ in batch for c in commands]))
-        except Exception as error:  # a StateError: each caller's, as if it had gone alone
+        except Exception as error:  # each caller's, as if it had gone alone
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(error)
-        except BaseException:  # cancelled at shutdown
+                    future.set_exception(StateError(str(error)))
+        except BaseException:  # cancelled at shutdown: the callers' settlements go to the outbox
             for _, future in batch:
-                future.cancel()
+                if not future.done():
+                    future.set_exception(StateError("the shared round trip was cancelled"))
             raise
         else:
             start = 0
@@ -82,6 +100,3 @@ class RoundTrips:
                 if not future.done():  # its caller gave up while the batch was out
                     future.set_result(replies[start : start + len(commands)])
                 start += len(commands)
-        finally:
-            self._busy -= 1
-            self._next()

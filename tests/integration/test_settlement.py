@@ -17,9 +17,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import redis
 
 from router import config as configuration
-from router import ledger
+from router import ledger, limits
 from router.sim import SimServer
 from tests.conftest import CLIENT_KEY, RouterThread, provider_yaml
 from tests.redis_relay import RoundTripRelay, relay_to
@@ -561,6 +562,16 @@ def test_an_answer_without_an_idempotency_key_does_not_wait_for_its_settlement(
         began = time.monotonic()
         plain = chat(r)
         plain_took = time.monotonic() - began
+        # Its settlement is in Redis while its reply is still held: written, not waiting.
+        ledger_key = "{" + limits.client_scope("team") + "}:ledger"
+        direct = redis.Redis(port=fresh_redis.port)
+        while not any(
+            plain.headers["x-settlement-key"].encode() in fields[b"r"]
+            for _, fields in direct.xrange(ledger_key)
+        ):
+            assert time.monotonic() - began < HELD, "the settlement was not written before its reply came"
+            time.sleep(0.02)
+        direct.close()
         began = time.monotonic()
         keyed = chat(r, headers={"X-Idempotency-Key": "waits"})
         keyed_took = time.monotonic() - began

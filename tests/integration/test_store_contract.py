@@ -131,6 +131,25 @@ async def test_concurrency_slots_are_leases_given_back_by_settle(store: Store) -
     assert isinstance(await store.acquire(Ask("c:a", concurrency=2, lease=lease())), Granted)
 
 
+async def test_calls_made_together_are_each_answered_as_if_alone(store: Store) -> None:
+    """Sixty requests at once (on one Redis they share round trips, state/trips.py): each gets
+    its own answer, and the limit holds over all of them."""
+    answers = await asyncio.gather(
+        *(store.acquire_all([Ask("c:a", concurrency=10, lease=lease())]) for _ in range(60))
+    )
+    granted = [a for (a,) in answers if isinstance(a, Granted)]
+    assert len(granted) == 10
+    assert all(isinstance(a, Limited) and a.limit == "concurrency" for (a,) in answers if a not in granted)
+    settled = await asyncio.gather(
+        *(store.settle_all([Settle("c:a", f"t{n}", hold=g.hold, tokens=1)]) for n, g in enumerate(granted))
+    )
+    assert settled == [[True]] * 10
+    again = await asyncio.gather(
+        *(store.acquire_all([Ask("c:a", concurrency=10, lease=lease())]) for _ in range(12))
+    )
+    assert sum(isinstance(a, Granted) for (a,) in again) == 10  # every slot given back, once
+
+
 async def test_a_lease_nobody_renews_expires(make_store: MakeStore) -> None:
     store = make_store(lease_ttl=0.3)
     assert isinstance(await store.acquire(Ask("c:a", concurrency=1, lease=lease())), Granted)

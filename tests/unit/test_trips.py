@@ -1,7 +1,7 @@
 """Shared round trips (state/trips.py): who goes at once, who waits, and what each caller gets.
 
-The wire is a stand-in that records each write and answers when the test says so; the real
-Redis under it is tested by the store contract and the settlement tests, which run through it."""
+The wire is a stand-in that records each write and answers when the test says so. Against a
+real Redis: test_calls_made_together_are_each_answered_as_if_alone (integration/test_store_contract)."""
 
 from __future__ import annotations
 
@@ -81,9 +81,12 @@ async def test_a_failed_shared_round_trip_fails_each_of_its_callers() -> None:
     await settle()
     wire.fail(1, StateError("ConnectionError: gone"))
     assert await first == [("reply", "x")]
+    errors = []
     for call in queued:
-        with pytest.raises(StateError, match="gone"):
+        with pytest.raises(StateError, match="gone") as error:
             await call
+        errors.append(error.value)
+    assert errors[0] is not errors[1]  # one each: a shared one would carry each caller's traceback
     after = asyncio.create_task(trips.run([("z",)]))  # and the next call goes out again
     await settle()
     wire.answer(2)
@@ -125,3 +128,47 @@ async def test_the_shared_round_trip_has_its_own_time_limit() -> None:
     assert await first == [("reply", "first")]
     with pytest.raises(StateError, match="TimeoutError"):  # its write is never answered
         await asyncio.wait_for(queued, 5)
+
+
+async def test_a_call_made_while_a_queue_waits_to_leave_joins_it_rather_than_overtaking() -> None:
+    wire = Wire()
+    trips = RoundTrips(wire.send, at_once=2, bounded=unbounded)
+    flying = [asyncio.create_task(trips.run([("flying", n)])) for n in range(2)]
+    await settle()
+    queued = asyncio.create_task(trips.run([("queued",)]))
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def later_call() -> list[Any]:
+        await gate
+        return await trips.run([("later",)])
+
+    later = asyncio.create_task(later_call())
+    await settle()
+    wire.answer(0)  # a slot frees: a flush for the queue is started...
+    wire.answer(1)  # ...a second slot frees...
+    gate.set_result(None)  # ...and a call is made, all before that flush has run
+    await settle()
+    assert wire.writes[2:] == [[("queued",), ("later",)]]  # in order, in one write
+    wire.answer(2)
+    assert await queued == [("reply", "queued")] and await later == [("reply", "later")]
+    await asyncio.gather(*flying)
+
+
+async def test_time_spent_queued_does_not_count_against_the_round_trip() -> None:
+    wire = Wire()
+
+    async def within_a_second(work: Coroutine[Any, Any, list[Any]]) -> list[Any]:
+        try:
+            async with asyncio.timeout(1.0):
+                return await work
+        except TimeoutError:
+            raise StateError("TimeoutError") from None
+
+    trips = RoundTrips(wire.send, at_once=1, bounded=within_a_second)
+    first = asyncio.create_task(trips.run([("first",)]))
+    queued = asyncio.create_task(trips.run([("queued",)]))
+    await asyncio.sleep(0.6)
+    wire.answer(0)
+    await asyncio.sleep(0.6)  # 1.2 s since it was made, 0.6 s since it was sent
+    wire.answer(1)
+    assert await first == [("reply", "first")] and await queued == [("reply", "queued")]
