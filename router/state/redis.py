@@ -7,11 +7,10 @@ a slow Redis must not become a slow router (guarded.py decides what happens then
 
 Several steps of one request (its client's scope and its provider key's: different hash
 slots) go out together: on one server as a non-transactional pipeline of EVALSHA calls, one
-write and one read, shared with other requests' calls when round trips queue (trips.py); on
-a cluster as concurrent calls, one per scope, whose nodes answer in parallel. Not redis-py's
-cluster pipeline: with retries off (the guard decides about those) a connection error there
-does not make the client re-learn the slot map, so after a failover it would keep asking the
-old master; a single command does.
+write and one read; on a cluster as concurrent calls, one per scope, whose nodes answer in
+parallel. Not redis-py's cluster pipeline: with retries off (the guard decides about those)
+a connection error there does not make the client re-learn the slot map, so after a failover
+it would keep asking the old master; a single command does.
 """
 
 from __future__ import annotations
@@ -53,14 +52,10 @@ from .base import (
     Used,
     Window,
 )
-from .trips import RoundTrips
 
 _PAGE = 1000
 MAX_CONNECTIONS = 1024
-"""Connections per replica to a Redis Cluster node, or for the other calls to a single Redis."""
-ROUND_TRIPS_AT_ONCE = 4
-"""Script round trips in flight per replica to a single Redis; the calls that find them busy
-go out together in the next (trips.py)."""
+"""Connections per replica: one request holds one for a round trip."""
 PATIENCE = 8
 """At most this many state.timeouts for a call, when this process (not Redis) is what runs late."""
 _REDIS_ERRORS = (RedisError, RedisClusterException, ChildDeadlockedError, IncorrectPolicyType, OSError)
@@ -112,14 +107,10 @@ class RedisStore:
             self._redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         self._timeout = timeout
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
-        """A burst of calls (a cluster's scripts; the other commands) waits here for a
-        connection instead of failing: redis-py's pool raises MaxConnectionsError when full,
-        which would read as "Redis down" (503s for budgeted clients; found by make bench at 500
-        in flight). A free slot costs no task switch, unlike redis-py's BlockingConnectionPool.
-        A single Redis's script calls need none: RoundTrips keeps a few connections busy."""
-        self._trips = RoundTrips(
-            self._round_trip, at_once=ROUND_TRIPS_AT_ONCE, bounded=lambda work: self._do(work, slot=False)
-        )
+        """A burst of answers settling at once waits here for a connection instead of failing:
+        redis-py's pool raises MaxConnectionsError when full, which would read as "Redis down"
+        (503s for budgeted clients; found by make bench at 500 in flight). A free slot costs no
+        task switch, unlike redis-py's BlockingConnectionPool (a condition, two locks)."""
         self._lease_ttl_ms = int(lease_ttl * 1000)
         self._retention_ms = int(retention * 1000)
         self._acquire = self._redis.register_script(_script("acquire.lua"))
@@ -131,8 +122,10 @@ class RedisStore:
 
     @property
     def sends_now(self) -> bool:
-        # Not a cluster: its calls are tasks of their own, which start a loop step later.
-        return self._ready and not self._cluster and self._trips.direct
+        # Not a cluster: its calls are tasks of their own, which start a loop step later. On
+        # one Redis the write goes out in the first step unless the pool must open a connection
+        # first (a burst past the connections open): then the answer may leave just before it.
+        return self._ready and not self._cluster
 
     async def acquire(self, ask: Ask) -> Answer:
         return _answer(ask, await self._call(self._acquire, *_acquire_call(ask, self._lease_ttl_ms)))
@@ -208,7 +201,7 @@ class RedisStore:
     async def _pipelined(self, script: Any, calls: Sequence[_Call]) -> list[Any]:
         # EVALSHA itself, not the Script object: that would ask SCRIPT EXISTS first, a round trip.
         commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
-        return list(await self._trips.run(commands))  # bounded per round trip, not per caller
+        return list(await self._do(self._round_trip(commands)))
 
     async def _round_trip(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Every command in one write, then each reply (an error reply in its place): what a
@@ -257,7 +250,7 @@ class RedisStore:
             await self._do(self._redis.script_load(script.script))
         self._ready = True
 
-    async def _do(self, work: Any, *, slot: bool = True) -> Any:
+    async def _do(self, work: Any) -> Any:
         # A call that runs out of time while this process was busy (its event loop late under a
         # CPU overload) is given more, up to PATIENCE x state.timeout: the reply may be sitting
         # unread behind hundreds of callbacks. Measured: at 500 in flight with a plain timeout,
@@ -266,8 +259,6 @@ class RedisStore:
         started = loop.time()
         try:
             with PatientTimeout(self._timeout, cap=self._timeout * PATIENCE):
-                if not slot:  # RoundTrips: a few connections at a time, whatever the callers
-                    return await work
                 async with self._slots:
                     return await work
         except TimeoutError:
