@@ -199,8 +199,8 @@ class GuardedStore:
     def _failed(self, op: str, error: StateError, started: float | None = None) -> None:
         self._on_error(op)
         if started is not None and started < self._failed_at:
-            # Made before the last failure was known: the same outage (the callers of one
-            # shared round trip, or calls in flight together), not a longer one.
+            # Made before the last failure was known: the same outage seen by calls that
+            # were in flight together, not a longer one.
             return
         self._failed_at = self._clock()
         if not self.degraded:

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import redis
 
 from router import config as configuration
 from router import ledger, limits
 from router.sim import SimServer
+from router.state.redis import RedisStore
 from tests.conftest import CLIENT_KEY, RouterThread, provider_yaml
 from tests.redis_relay import RoundTripRelay, relay_to
 from tests.redis_rig import RedisCluster, RedisServer
@@ -67,6 +67,14 @@ def config(backend: Backend, *providers: str, client: str = "", anonymous: bool 
 
 def records(r: RouterThread) -> list[dict[str, Any]]:
     return asyncio.run(ledger.read(r.config))
+
+
+async def records_in(server: RedisServer, client: str) -> list[bytes]:
+    store = RedisStore(server.url)
+    try:
+        return await store.records(limits.client_scope(client))
+    finally:
+        await store.aclose()
 
 
 def wait_for_record(r: RouterThread, settlement_key: str, *, within: float = 10.0) -> None:
@@ -562,16 +570,12 @@ def test_an_answer_without_an_idempotency_key_does_not_wait_for_its_settlement(
         began = time.monotonic()
         plain = chat(r)
         plain_took = time.monotonic() - began
-        # Its settlement is in Redis while its reply is still held: written, not waiting.
-        ledger_key = "{" + limits.client_scope("team") + "}:ledger"
-        direct = redis.Redis(port=fresh_redis.port)
-        while not any(
-            plain.headers["x-settlement-key"].encode() in fields[b"r"]
-            for _, fields in direct.xrange(ledger_key)
-        ):
+        # Its settlement is in Redis (read past the relay) while its reply is still held.
+        while plain.headers["x-settlement-key"] not in {
+            orjson.loads(x)["settlement_key"] for x in asyncio.run(records_in(fresh_redis, "team"))
+        }:
             assert time.monotonic() - began < HELD, "the settlement was not written before its reply came"
             time.sleep(0.02)
-        direct.close()
         began = time.monotonic()
         keyed = chat(r, headers={"X-Idempotency-Key": "waits"})
         keyed_took = time.monotonic() - began
