@@ -86,6 +86,8 @@ class RedisStore:
             # One try: the guard's breaker decides about retrying, not a hidden loop here.
             "retry": Retry(NoBackoff(), 0),
         }
+        self._pool: Any = None
+        """One server's connection pool (not a cluster's): what _round_trip's connections are made by."""
         if cluster:  # its default of 100 connections per node is less than the requests in flight
             options["max_connections"] = 10_000
             self._redis: Any = RedisCluster.from_url(
@@ -105,6 +107,10 @@ class RedisStore:
                 **options,
             )
             self._redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+            self._pool = pool
+        self._idle: list[_CPackedConnection] = []
+        """Connections between the scripts' round trips: see _round_trip."""
+        self._closing = False
         self._timeout = timeout
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
         """A burst of answers settling at once waits here for a connection instead of failing:
@@ -173,6 +179,10 @@ class RedisStore:
         await self._do(self._redis.ping())
 
     async def aclose(self) -> None:
+        self._closing = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.disconnect()
         await self._redis.aclose()
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
@@ -206,10 +216,18 @@ class RedisStore:
     async def _round_trip(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Every command in one write, then each reply (an error reply in its place): what a
         non-transactional pipeline does, without redis-py's Pipeline object, whose setup,
-        reset and retry wrapper cost ~8 % of a request (py-spy, full profile, c=64)."""
-        pool = self._redis.connection_pool
-        conn = await pool.get_connection()
+        reset and retry wrapper cost ~8 % of a request (py-spy, full profile, c=64).
+
+        On a connection kept here, not taken from redis-py's pool: its get and release (a
+        lock, a deprecation wrapper, an event and connection-count metrics on each) were ~6 %
+        of a request (py-spy, full, c=64). At most one connection per call in flight (the
+        slots in _do bound those). A connection goes back whatever happened: redis-py drops
+        the socket of one that failed or was cancelled midway, and the next call reconnects.
+        """
+        conn = self._idle.pop() if self._idle else self._pool.make_connection()
         try:
+            if _closed_by_server(conn):  # Redis restarted or dropped idle clients meanwhile
+                await conn.disconnect()
             await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
             replies: list[Any] = []
             for _ in commands:
@@ -218,8 +236,11 @@ class RedisStore:
                 except ResponseError as error:  # read whole: the next reply is still in order
                     replies.append(error)
             return replies
-        finally:  # a connection that failed or was cancelled midway was dropped by redis-py
-            await pool.release(conn)
+        finally:
+            if self._closing:
+                await conn.disconnect(nowait=True)
+            else:
+                self._idle.append(conn)
 
     async def _reply(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -285,6 +306,13 @@ class _CPackedConnection(aioredis.Connection):
             return [hiredis.pack_command(args)]
         except TypeError as error:  # None, bool, ...: as redis-py's encoder refuses them
             raise DataError(str(error)) from None
+
+
+def _closed_by_server(conn: aioredis.Connection) -> bool:
+    """The server closed this idle connection (its reader saw the end, or a reset), as redis-py's
+    pool checks before handing one out: a write to it would fail the call, not reconnect."""
+    reader = conn._reader  # redis-py's own stream reader: None once disconnected
+    return reader is not None and (reader.at_eof() or reader.exception() is not None)
 
 
 _Call = tuple[list[str], list[Any]]

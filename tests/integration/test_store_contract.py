@@ -352,3 +352,22 @@ async def test_scripts_lost_by_redis_are_loaded_again_within_one_batch(
     answers = await store.acquire_all([Ask("c:a", rpm=5), Ask("p:x/x-0", rpm=5)])
     assert [a.window.rpm_remaining for a in answers] == [3, 4]  # type: ignore[union-attr]
     assert await store.settle_all([Settle("c:a", "stl_1", tokens=1, periods=("total",))]) == [True]
+
+
+async def test_connections_redis_closed_while_idle_are_opened_again_not_failed(
+    fresh_redis: RedisServer,
+) -> None:
+    # RedisStore keeps its own idle connections (not redis-py's pool, which checks each before
+    # handing it out): one that Redis closed meanwhile must be reopened, not fail its call.
+    store = RedisStore(fresh_redis.url, timeout=2.0)
+    asks = [Ask("c:a", rpm=1000), Ask("p:x/x-0", rpm=1000)]
+    try:
+        burst = await asyncio.gather(*(store.acquire_all(asks) for _ in range(20)))
+        assert all(isinstance(a, Granted) for answers in burst for a in answers)
+        with fresh_redis.client() as client:  # as a Redis restart or `timeout` would
+            assert client.client_kill_filter(_type="normal", skipme=True) >= 1
+        await asyncio.sleep(0.2)  # the closes reach this process
+        burst = await asyncio.gather(*(store.acquire_all(asks) for _ in range(20)))
+        assert all(isinstance(a, Granted) for answers in burst for a in answers), burst
+    finally:
+        await store.aclose()
