@@ -19,6 +19,9 @@ from typing import Any
 
 from tests.redis_rig import HOST
 
+OPENING = 96
+"""Bytes kept of each round trip's first write: enough for its first command and a script's SHA."""
+
 
 class RoundTripRelay:
     def __init__(self, port: int, label: Callable[[], Any] = lambda: None):
@@ -26,6 +29,8 @@ class RoundTripRelay:
         self._label = label
         self.round_trips: list[Any] = []
         """The label of every round trip, in the order they started (all connections)."""
+        self.openings: list[bytes] = []
+        """The first bytes of each round trip, as round_trips: which command it began with."""
         self.reply_delay = 0.0
         """Seconds each reply is held before router gets it (Redis has done the work by then)."""
         self.port = 0
@@ -95,6 +100,7 @@ class RoundTripRelay:
                 if not waiting[0]:
                     waiting[0] = True
                     self.round_trips.append(self._label())
+                    self.openings.append(data[:OPENING])
                 redis_out.write(data)
                 await redis_out.drain()
             redis_out.write_eof()

@@ -103,7 +103,8 @@ def redis_lines(groups: list[tuple[str, bool, list[tuple[str, Row]]]]) -> list[s
             detail = ", ".join(f"{cmd} {n:.2f}" for cmd, n in top)
             out.append(
                 f"  {name:<14} {target:<6} {row['redis_scripts_per_req']:.2f} script calls (EVALSHA), "
-                f"{row['redis_cmds_per_req']:.2f} commands in all: {detail or 'nothing'}"
+                f"{row['redis_cmds_per_req']:.2f} commands in all: {detail or 'nothing'}; "
+                f"{row.get('redis_script_us_per_req', float('nan')):.0f} us of Redis CPU in the scripts"
             )
             if not row["redis_evalsha"]:
                 out.append(f"  WARNING: no EVALSHA reached Redis in {name} {target}: the profile skips Redis")
@@ -121,7 +122,8 @@ def relay_lines(relay: dict[str, Any]) -> list[str]:
         what = f"stream of {r['chunks']} chunks" if kind == "stream" else "non-stream"
         out.append(
             f"  {what:<20} {r['per_request']:.2f} per request: {r['before']:.2f} before the upstream call, "
-            f"{r['after']:.2f} after (idle background {r['idle_per_s']:.1f}/s; errors {r['errors']})"
+            f"{r['after']:.2f} after; besides, {r['background']} of the process's own (lease renewals, "
+            f"gauge reads) in {r['background_s']:.1f} s; errors {r['errors']}"
         )
     return out
 

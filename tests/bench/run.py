@@ -22,15 +22,17 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.bench import checks, relay, report
+from tests.bench import checks, relay, report, spy
 from tests.bench.scenarios import SCENARIOS, Scenario, Target, Watch, combine, measure, select
 from tests.bench.servers import (
     PROFILES,
@@ -58,6 +60,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--profiles", default="bare,full", help="router profiles (default bare,full)")
     parser.add_argument("--skip", default="", help="passes to leave out: scaling,relay")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, router logs)")
+    parser.add_argument(
+        "--spy",
+        action="store_true",
+        help="one more run per scenario and router, under py-spy (where time goes)",
+    )
     args = parser.parse_args()
     args.scenarios = select(args.only)
     names = [p.strip() for p in args.profiles.split(",") if p.strip()]
@@ -84,6 +91,8 @@ class Bench:
         self.redis_client: Any = None
         self.run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.timings: dict[str, float] = {}
+        self.profiles: list[tuple[str, str, spy.Profile]] = []
+        """(scenario, router profile, what py-spy saw) with --spy."""
         self.commit = checks.commit()
         skip, profiles = args.skip_set, args.profile_list
         self.do_scaling = "scaling" not in skip and any(s.key == "c=64" for s in args.scenarios)
@@ -157,6 +166,7 @@ class Bench:
                 runs[target.name].append(row)
                 progress(f"{scenario.name} {target.name} run {r + 1}/{self.args.repeat}", row)
         rows = [(t.name, combine(runs[t.name])) for t in targets]
+        spied = {t.name: self.spied(scenario, t, sim) for t in targets if t.router} if self.args.spy else {}
         lines = []
         for target, (name, row) in zip(targets, rows, strict=True):
             line = {
@@ -179,10 +189,31 @@ class Bench:
             }
             if name != "direct":
                 line["vs_direct"] = report.added(row, rows[0][1])
+            if spied.get(name) is not None:
+                line["spy"] = spied[name].as_json()
             lines.append(line)
         report.write_lines(self.args.results, lines)
         self.timings[scenario.name] = time.monotonic() - began
         return rows
+
+    def spied(self, scenario: Scenario, target: Target, sim: Child) -> spy.Profile | None:
+        """One more run (not in the medians) with py-spy on the router over its measured seconds."""
+        assert target.router is not None
+        pid, seconds = target.router.pid, self.args.seconds
+        out = self.workdir / f"spy-{scenario.key}-{target.name}.raw"
+        started: list[subprocess.Popen[bytes]] = []
+        timer = threading.Timer(scenario.warmup, lambda: started.append(spy.start(pid, seconds, out)))
+        timer.start()
+        try:
+            row = measure(scenario, target, Watch(sim, self.redis.pid if self.redis else None), seconds)
+        finally:
+            timer.cancel()
+            timer.join()
+        progress(f"{scenario.name} {target.name} under py-spy", row)
+        profile = spy.finish(started[0], out, seconds) if started else None
+        if profile is not None:
+            self.profiles.append((scenario.name, target.name, profile))
+        return profile
 
     def scaling(self) -> dict[str, Any]:
         """c=64 through `--workers 2` vs one worker, same config (no clients, Redis state: --workers
@@ -329,6 +360,13 @@ def main() -> int:
     print()
     print(report.cpu_table(groups))
     print()
+    for name in dict.fromkeys(profile for _, profile, _ in bench.profiles):
+        runs = [(scenario, found) for scenario, profile, found in bench.profiles if profile == name]
+        print(
+            f"{name}: py-spy over one more run of each scenario ({spy.RATE} samples/s), shares of its samples"
+        )
+        print(spy.table(runs))
+        print()
     for line in checks.notes(groups, scaling, relayed, logs, metrics, bench.timings):
         print(line)
     return 0

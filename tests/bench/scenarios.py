@@ -174,8 +174,15 @@ def measure(scenario: Scenario, target: Target, watch: Watch, seconds: float) ->
     }
     if watch.redis_client is not None:
         after = _commandstats(watch.redis_client)
-        delta = {name: after.get(name, 0) - redis_before.get(name, 0) for name in after}
+        delta = {name: calls - redis_before.get(name, (0, 0))[0] for name, (calls, _) in after.items()}
+        # Scripts only: the commands a script runs count their time in its line too.
+        usec = sum(
+            used - redis_before.get(name, (0, 0))[1]
+            for name, (_, used) in after.items()
+            if name in SCRIPT_CALLS
+        )
         per = 1 / result.total if result.total else float("nan")
+        row["redis_script_us_per_req"] = usec * per
         row["redis_cmds_per_req"] = sum(delta.values()) * per
         row["redis_scripts_per_req"] = sum(delta.get(name, 0) for name in SCRIPT_CALLS) * per
         row["redis_evalsha"] = delta.get("evalsha", 0)
@@ -183,13 +190,13 @@ def measure(scenario: Scenario, target: Target, watch: Watch, seconds: float) ->
     return row
 
 
-def _commandstats(client: Any) -> dict[str, int]:
-    """Calls per command so far, leaving out the INFO calls this bench makes itself."""
+def _commandstats(client: Any) -> dict[str, tuple[int, int]]:
+    """Calls and Redis CPU microseconds per command so far, leaving out this bench's own INFO."""
     if client is None:
         return {}
     stats = client.info("commandstats")
     return {
-        name.removeprefix("cmdstat_"): int(value["calls"])
+        name.removeprefix("cmdstat_"): (int(value["calls"]), int(value["usec"]))
         for name, value in stats.items()
         if name != "cmdstat_info"
     }
