@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import ipaddress
 import os
@@ -24,6 +25,8 @@ from .config import Config, ConfigError
 DEMO_KEY = "demo-provider-key"
 _SERVE_ENV = "ROUTER_SERVE_SPEC"  # how `serve --workers N` hands its choices to worker processes
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read when prometheus_client is imported: set it first
+GC_YOUNG = 10_000
+"""Net new objects between the garbage collector's young passes (Python's default: 700)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,6 +208,7 @@ def _run_uvicorn(config: Config, host: str, port: int, args: argparse.Namespace)
 
     source = ConfigSource(path, demo=args.demo, upstreams=upstreams, demo_key=DEMO_KEY)
     app = create_app(config, source=source)
+    _quiet_gc()
 
     class DrainingServer(uvicorn.Server):
         """SIGTERM: /readyz turns 503 at once; after server.shutdown_delay new connections stop,
@@ -256,7 +260,23 @@ def worker_app() -> object:
     logs.setup()
     spec = orjson.loads(os.environ[_SERVE_ENV])
     source = ConfigSource(spec["config"], demo=spec["demo"], upstreams=spec["upstreams"], demo_key=DEMO_KEY)
-    return create_app(source.load(), source=source)
+    app = create_app(source.load(), source=source)
+    _quiet_gc()
+    return app
+
+
+def _quiet_gc() -> None:
+    """Fewer garbage-collector passes while serving. A request's objects live as long as it is
+    in flight, past 700 allocations at any concurrency: at the default threshold each young
+    pass scanned them and moved them to older generations, where they were scanned again.
+    Most die by reference count, so the young generation rarely fills 10,000. And what exists
+    now (modules, configuration, the app) lives as long as the process: frozen, it is never
+    scanned again. Measured (gc.callbacks, make bench c=64, 5 s): ~1,100 passes and 0.28-0.43 s
+    of ~6 s of CPU before, 8-11 passes and 0.03-0.05 s after. The price: cyclic garbage waits
+    longer, +12 MB of RSS at 500 requests in flight (85-88 MB)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
 
 
 def _banner(config: Config, host: str, port: int, *, demo: bool) -> None:
