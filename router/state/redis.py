@@ -16,7 +16,7 @@ it would keep asking the old master; a single command does.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -298,14 +298,17 @@ class _CPackedConnection(aioredis.Connection):
     of the router's CPU in py-spy at concurrency 64."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str):  # "SCRIPT LOAD": the server wants the words apart
+        if type(args[0]) is str and " " in args[0]:  # "SCRIPT LOAD": the server wants the words apart
             args = (*args[0].encode().split(), *args[1:])
-        # floats as redis-py writes them (repr), so Lua reads the same number either way
-        args = tuple(repr(arg) if type(arg) is float else arg for arg in args)
-        try:
+        try:  # hiredis writes floats as repr() does, as redis-py does (checked on 200,000 values)
             return [hiredis.pack_command(args)]
         except TypeError as error:  # None, bool, ...: as redis-py's encoder refuses them
             raise DataError(str(error)) from None
+
+    def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
+        """One buffer for the whole round trip; redis-py's own loops over every chunk in Python
+        to cut the buffer in pieces, for a socket write it makes in one call anyway."""
+        return [b"".join([self.pack_command(*command)[0] for command in commands])]
 
 
 def _closed_by_server(conn: aioredis.Connection) -> bool:
