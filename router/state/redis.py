@@ -129,8 +129,9 @@ class RedisStore:
     @property
     def sends_now(self) -> bool:
         # Not a cluster: its calls are tasks of their own, which start a loop step later. On
-        # one Redis the write goes out in the first step unless the pool must open a connection
-        # first (a burst past the connections open): then the answer may leave just before it.
+        # one Redis the write goes out in the first step unless a connection must be opened
+        # first (a burst past the connections open, or one Redis closed): then the answer may
+        # leave just before it.
         return self._ready and not self._cluster
 
     async def acquire(self, ask: Ask) -> Answer:
@@ -179,11 +180,12 @@ class RedisStore:
         await self._do(self._redis.ping())
 
     async def aclose(self) -> None:
-        self._closing = True
+        self._closing = True  # calls still in flight close their connections as they end
         idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.disconnect()
-        await self._redis.aclose()
+        try:  # each, whatever another does: an unclosed socket outlives the store
+            await asyncio.gather(*(conn.disconnect() for conn in idle), return_exceptions=True)
+        finally:
+            await self._redis.aclose()
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         if not self._ready:
@@ -312,8 +314,9 @@ class _CPackedConnection(aioredis.Connection):
 
 
 def _closed_by_server(conn: aioredis.Connection) -> bool:
-    """The server closed this idle connection (its reader saw the end, or a reset), as redis-py's
-    pool checks before handing one out: a write to it would fail the call, not reconnect."""
+    """The server closed this idle connection (its reader saw the end, or a reset): a write to it
+    would fail the call, not reconnect. redis-py's pool checks the same before handing one out,
+    and also refuses one with unread data, which cannot happen here: every reply is read."""
     reader = conn._reader  # redis-py's own stream reader: None once disconnected
     return reader is not None and (reader.at_eof() or reader.exception() is not None)
 

@@ -93,7 +93,9 @@ async def _run(
                 errors += status != 200 or (stream and not conn.done_seen)
                 await asyncio.sleep(PAUSE)
                 windows.append((started, time.perf_counter()))
-            trips = list(zip(relay.round_trips[counted:], relay.openings[counted:], strict=True))
+            # The relay's thread appends to both lists, one after the other: read as many of each.
+            seen = min(len(relay.round_trips), len(relay.openings))
+            trips = list(zip(relay.round_trips[counted:seen], relay.openings[counted:seen], strict=True))
             starts = [at for at, opening in trips if not background(opening)]
             before = sum(_count(starts, a, a + LATENCY / 2) for a, _ in windows)
             total = sum(_count(starts, a, b) for a, b in windows)

@@ -72,6 +72,8 @@ def parse() -> argparse.Namespace:
         parser.error(f"unknown profile(s) {', '.join(unknown)}; choose from {', '.join(PROFILES)}")
     args.profile_list = [PROFILES[p] for p in names]
     args.skip_set = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if args.spy:
+        spy.binary()  # here, not in the timer's thread, where its SystemExit would go unheard
     return args
 
 
@@ -206,6 +208,11 @@ class Bench:
         timer.start()
         try:
             row = measure(scenario, target, Watch(sim, self.redis.pid if self.redis else None), seconds)
+        except BaseException:
+            for process in started:  # py-spy is ours: stopped by its PID
+                process.kill()
+                process.wait()
+            raise
         finally:
             timer.cancel()
             timer.join()

@@ -88,11 +88,16 @@ def binary() -> str:
     return found
 
 
+def duration(seconds: float) -> int:
+    """py-spy records whole seconds, at least one."""
+    return max(1, round(seconds))
+
+
 def start(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     """Sample `pid` for `seconds` into `out` (py-spy's raw format); --nonblocking: without it
     py-spy pauses the router at every sample and the run measures py-spy."""
     command = [
-        binary(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
+        binary(), "record", "--pid", str(pid), "--duration", str(duration(seconds)),
         "--rate", str(RATE), "--format", "raw", "--output", str(out), "--nonblocking",
     ]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -111,7 +116,7 @@ def finish(spy: subprocess.Popen[bytes], out: Path, seconds: float) -> Profile |
         reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         print(f"  py-spy failed ({reason[0]}); no profile for this run", file=sys.stderr)
         return None
-    return read(out.read_text(), seconds)
+    return read(out.read_text(), duration(seconds))
 
 
 def read(raw: str, seconds: float) -> Profile:
