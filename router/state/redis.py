@@ -66,7 +66,8 @@ def _script(name: str) -> str:
 
 
 def period_ttl(period: str) -> int:
-    """Counters outlive their period a little (ms): a day's for 3 days, a month's for 400."""
+    """How long a period's counters live from its first usage (ms), so they outlive it: a day's
+    for 3 days, a month's for 400."""
     if period == "total":
         return 0
     return (3 if len(period) == 10 else 400) * 86_400_000

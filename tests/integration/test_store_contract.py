@@ -371,3 +371,28 @@ async def test_connections_redis_closed_while_idle_are_opened_again_not_failed(
         assert all(isinstance(a, Granted) for answers in burst for a in answers), burst
     finally:
         await store.aclose()
+
+
+async def test_redis_keys_live_as_long_as_what_they_hold(fresh_redis: RedisServer) -> None:
+    # The scripts set a key's life only when it must change (each call from a script costs
+    # Redis about a microsecond): counters from their period's first usage, the GCRA hash
+    # when a charge moves a window later. Nothing may be left without a life, or too short.
+    store = RedisStore(fresh_redis.url, timeout=2.0)
+    day, month = "2026-11-22", "2026-11"
+    usage = {"tokens": 5, "cost_nanos": 7, "periods": (day, month, "total")}
+    try:
+        with fresh_redis.client() as redis:
+            for n in range(2):  # the period's first usage, then one more
+                assert await store.settle(Settle("c:a", f"stl_{n}", **usage))  # type: ignore[arg-type]
+                day_ms, month_ms = redis.pttl("{c:a}:use:" + day), redis.pttl("{c:a}:use:" + month)
+                assert 3 * 86_400_000 - 60_000 < day_ms <= 3 * 86_400_000
+                assert 400 * 86_400_000 - 60_000 < month_ms <= 400 * 86_400_000
+                assert redis.pttl("{c:a}:use:total") == -1  # all time: kept for good
+            assert isinstance(await store.acquire(Ask("c:a", tpm=100, tokens=10)), Granted)
+            await store.settle(Settle("c:a", "stl_9", tpm=100, tpm_delta=500 - 10))  # used 500
+            charged = redis.pttl("{c:a}:gcra")
+            assert charged > 5 * 60_000 + 120_000 - 60_000  # past the TAT, 5 minutes ahead
+            await store.settle(Settle("c:a", "stl_10", tpm=100, tpm_delta=-50))  # a refund
+            assert charged - 60_000 < redis.pttl("{c:a}:gcra") <= charged
+    finally:
+        await store.aclose()

@@ -16,27 +16,36 @@ if ARGV[1] ~= '' and redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
   if tonumber(tok) ~= 0 then redis.call('HINCRBY', KEYS[6], 't', -tonumber(tok)) end
   if tonumber(nan) ~= 0 then redis.call('HINCRBY', KEYS[6], 'n', -tonumber(nan)) end
 end
+local now  -- Redis TIME in ms, read once and only if a window moves
 local function reconcile(window, limit, delta)
   if limit <= 0 or delta == 0 then return end
   local tat = tonumber(redis.call('HGET', KEYS[1], window))
   if tat then
+    if not now then
+      local t = redis.call('TIME')
+      now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+    end
     -- As gcra.reconcile: a refund gives back at most what is still in the bucket.
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
     local new_tat = math.max(math.max(tat, now) + delta * 60000 / limit, now)
     redis.call('HSET', KEYS[1], window, string.format('%.3f', new_tat))
-    -- Never shorten the hash's life below what the other window still needs (acquire's 2 periods).
-    redis.call('PEXPIRE', KEYS[1], math.max(redis.call('PTTL', KEYS[1]), math.ceil(new_tat - now) + 120000))
+    -- A charge moves the TAT later: the hash must live past it, and never shorter than the
+    -- other window needs (acquire's 2 periods). A refund moves it back to at most max(tat,
+    -- now), which the hash's life already covers: no call for it.
+    if delta > 0 then
+      redis.call('PEXPIRE', KEYS[1], math.max(redis.call('PTTL', KEYS[1]), math.ceil(new_tat - now) + 120000))
+    end
   end
 end
 reconcile('tpm', tonumber(ARGV[2]), tonumber(ARGV[3]))
 reconcile('rpm', tonumber(ARGV[15]), tonumber(ARGV[16]))
 if tokens ~= 0 or nanos ~= 0 then
   for i = 7, #KEYS do
-    redis.call('HINCRBY', KEYS[i], 't', tokens)
-    redis.call('HINCRBY', KEYS[i], 'n', nanos)
+    local t = redis.call('HINCRBY', KEYS[i], 't', tokens)
+    local n = redis.call('HINCRBY', KEYS[i], 'n', nanos)
     local ttl = tonumber(ARGV[10 + i])
-    if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+    -- Usage only adds (tokens, nanos >= 0), so both sums equal what was just added only
+    -- when the counter is new: its life is set once, from its period's first usage.
+    if ttl > 0 and t == tokens and n == nanos then redis.call('PEXPIRE', KEYS[i], ttl) end
   end
 end
 if ARGV[6] ~= '' then redis.call('XADD', KEYS[5], '*', 'r', ARGV[6]) end
