@@ -12,7 +12,8 @@ started here, metrics, JSON logs to a file). Both log to a file, as under Kubern
 Placement on two or more cores: router alone on one core; simulators, Redis and, through
 router, the load generator on the other. Direct, the load generator takes the idle router
 core. Then two short passes: `--workers 2` scaling (c=64, unpinned, both cores shared with
-simulator and load generator) and Redis round trips per request through a counting relay.
+simulator and load generator), Redis round trips per request through a counting relay, and what
+a request costs a Redis alone on a core (redis_cost.py).
 
     python -m tests.bench.run [--seconds 5] [--repeat 3] [--only c=1,c=64] [--profiles bare,full]
 """
@@ -32,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from tests.bench import checks, relay, report, spy
+from tests.bench import checks, redis_cost, relay, report, spy
 from tests.bench.scenarios import SCENARIOS, Scenario, Target, Watch, combine, measure, select
 from tests.bench.servers import (
     PROFILES,
@@ -58,7 +59,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--results", default="bench-results.jsonl", help="JSON lines appended here")
     parser.add_argument("--only", help="scenarios, comma-separated: " + ",".join(s.key for s in SCENARIOS))
     parser.add_argument("--profiles", default="bare,full", help="router profiles (default bare,full)")
-    parser.add_argument("--skip", default="", help="passes to leave out: scaling,relay")
+    parser.add_argument("--skip", default="", help="passes to leave out: scaling,relay,redis")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, router logs)")
     parser.add_argument(
         "--spy",
@@ -99,6 +100,7 @@ class Bench:
         skip, profiles = args.skip_set, args.profile_list
         self.do_scaling = "scaling" not in skip and any(s.key == "c=64" for s in args.scenarios)
         self.do_relay = "relay" not in skip and any(p.redis for p in profiles)
+        self.do_redis_cost = "redis" not in skip and any(p.redis for p in profiles)
 
     def only(self, core: int | None) -> set[int]:
         return {core} if core is not None else self.cores
@@ -286,6 +288,15 @@ class Bench:
         self.timings["relay"] = time.monotonic() - began
         return out
 
+    def redis_cost(self) -> dict[str, Any]:
+        began = time.monotonic()
+        driver = self.only(self.other_core)  # Redis gets the router's core: the routers are idle now
+        out = redis_cost.run(self.router_core, driver)
+        line = {"time": self.run_id, "scenario": "redis cost", "target": "full", "profile": "full"}
+        report.write_lines(self.args.results, [{**line, "settings": self.settings(), "median": out}])
+        self.timings["redis cost"] = time.monotonic() - began
+        return out
+
     def metrics(self) -> dict[str, float]:
         """router_requests_total summed, per profile, from each router's /metrics: metrics are on."""
         out = {}
@@ -338,7 +349,7 @@ def main() -> int:
     args = parse()
     bench = Bench(args)
     began = time.monotonic()
-    groups, scaling, relayed = [], None, None
+    groups, scaling, relayed, cost = [], None, None, None
     try:
         bench.start()
         for scenario in args.scenarios:
@@ -347,6 +358,8 @@ def main() -> int:
             scaling = bench.scaling()
         if bench.do_relay:
             relayed = bench.relay()
+        if bench.do_redis_cost:
+            cost = bench.redis_cost()
         logs = checks.log_summary(bench.workdir)
         metrics = bench.metrics()
     finally:
@@ -374,6 +387,8 @@ def main() -> int:
         )
         print(spy.table(runs))
         print()
+    if cost:
+        print("\n".join(redis_cost.lines(cost)) + "\n")
     for line in checks.notes(groups, scaling, relayed, logs, metrics, bench.timings):
         print(line)
     return 0

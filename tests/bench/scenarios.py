@@ -113,7 +113,7 @@ def measure(scenario: Scenario, target: Target, watch: Watch, seconds: float) ->
         "redis": [watch.redis_pid] if watch.redis_pid else [],
     }
     cpu_before = {name: cpu_seconds(pids) for name, pids in groups.items() if pids}
-    redis_before = _commandstats(watch.redis_client)
+    redis_before = commandstats(watch.redis_client)
     peak = [0]
     start_rss = rss_bytes(router_pids)
 
@@ -173,7 +173,7 @@ def measure(scenario: Scenario, target: Target, watch: Watch, seconds: float) ->
         "cpu_pct": {name: 100 * used / result.wall for name, used in cpu.items()},
     }
     if watch.redis_client is not None:
-        after = _commandstats(watch.redis_client)
+        after = commandstats(watch.redis_client)
         delta = {name: calls - redis_before.get(name, (0, 0))[0] for name, (calls, _) in after.items()}
         # Scripts only: the commands a script runs count their time in its line too.
         usec = sum(
@@ -190,7 +190,7 @@ def measure(scenario: Scenario, target: Target, watch: Watch, seconds: float) ->
     return row
 
 
-def _commandstats(client: Any) -> dict[str, tuple[int, int]]:
+def commandstats(client: Any) -> dict[str, tuple[int, int]]:
     """Calls and Redis CPU microseconds per command so far, leaving out this bench's own INFO."""
     if client is None:
         return {}
