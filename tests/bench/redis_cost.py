@@ -71,6 +71,8 @@ async def _drive(url: str, workdir: Path, requests: int, cores: set[int]) -> Non
 
 def run(redis_core: int | None, driver_cores: set[int], requests: int = 20_000) -> dict[str, Any]:
     """Start a redis-server (pinned to `redis_core`), warm it, then measure `requests` requests."""
+    if requests < CONCURRENCY:
+        raise ValueError(f"at least {CONCURRENCY} requests, one per task")
     workdir = Path(tempfile.mkdtemp(prefix="router-redis-cost-"))
     redis = RedisServer().start()
     try:
@@ -126,6 +128,8 @@ def main() -> int:
     )
     parser.add_argument("--requests", type=int, default=20_000)
     args = parser.parse_args()
+    if args.requests < CONCURRENCY:
+        parser.error(f"--requests: at least {CONCURRENCY}")
     cores = sorted(os.sched_getaffinity(0))
     redis_core = cores[-1] if len(cores) >= 2 else None
     driver = set(cores[:-1]) if redis_core is not None else set(cores)

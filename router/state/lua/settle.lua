@@ -43,8 +43,9 @@ if tokens ~= 0 or nanos ~= 0 then
     local t = redis.call('HINCRBY', KEYS[i], 't', tokens)
     local n = redis.call('HINCRBY', KEYS[i], 'n', nanos)
     local ttl = tonumber(ARGV[10 + i])
-    -- Usage only adds (tokens, nanos >= 0), so both sums equal what was just added only
-    -- when the counter is new: its life is set once, from its period's first usage.
+    -- A counter just made holds exactly what was added: it gets its life here, once, from its
+    -- period's first usage. An older one holding 0 and 0 before (usage only adds, so none
+    -- should) would match too, and merely have its life renewed.
     if ttl > 0 and t == tokens and n == nanos then redis.call('PEXPIRE', KEYS[i], ttl) end
   end
 end
