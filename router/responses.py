@@ -83,9 +83,9 @@ class StreamResponse:
         self.settle: Callable[[StreamResponse], Coroutine[Any, Any, None]] | None = None
         """Settles the request; awaited before the stream's last bytes reach the client."""
         self.later: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
+        """Runs the settlement in the background when the client left or the task was cancelled."""
         self.settle_now: Callable[[Coroutine[Any, Any, None]], Awaitable[None]] | None = None
         """Awaits a settlement that a cancellation must not cut short (Ledger.settle_now)."""
-        """Runs the settlement in the background when the client left or the task was cancelled."""
         self.sent: list[bytes] | None = None
         """Everything sent, when kept for a replay."""
         self.outcome = "pending"
