@@ -14,6 +14,11 @@ from typing import Any
 
 ALL_EFFORTS = ("none", "minimal", "low", "medium", "high")
 
+# The capabilities router routes by; a simulator refuses a request that uses one its
+# document does not list (see checks.py for how a request uses each), so a routing bug
+# shows as a 400 in tests instead of a silent success.
+FEATURES = ("tools", "tool_role", "image", "audio", "file", "json_object", "json_schema", "logprobs", "n")
+
 
 @dataclass(frozen=True)
 class ModelRules:
@@ -21,6 +26,8 @@ class ModelRules:
     """Parameters this model does not take: present at all -> the provider's 400."""
     allowed: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     """Parameter -> the only values this model takes."""
+    features: frozenset[str] | None = None
+    """This model's capabilities (of FEATURES) where they differ from its dialect's."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,15 @@ class Dialect:
     settlement_headers: bool = False
     """Answers carry X-Request-Id and X-Settlement-Key; X-Idempotency-Key settles once."""
     unknown_model: tuple[int, str, str] = (404, "model_not_found", "The model {model} does not exist")
+    features: frozenset[str] = frozenset()
+    """Capabilities (of FEATURES) its document lists for every model; ModelRules may differ."""
+    usage_details: bool = False
+    """Usage carries prompt_tokens_details.cached_tokens and completion_tokens_details.reasoning_tokens."""
+
+    def supports(self, model: str, feature: str) -> bool:
+        rules = self.models.get(model)
+        own = rules.features if rules is not None else None
+        return feature in (own if own is not None else self.features)
 
     @property
     def models_path(self) -> str:
@@ -82,6 +98,22 @@ TRINITY = Dialect(
     stream_usage="on_request",
     settlement_headers=True,
     unknown_model=(503, "model_not_found", "当前分组 default 下对于模型 {model} 无可用渠道"),
+    features=frozenset(
+        {
+            "tools",  # advanced-params: tools | array | type: function + function.name
+            "tool_role",  # messages[].role: system / user / assistant / tool
+            "image",  # Part: image_url | URL 或 data:image/...;base64
+            "audio",  # Part: input_audio | input_audio.data(Base64)+ format
+            "file",  # Part: file | file_url(≤70MB,可传视频)
+            "json_object",  # response_format | text / json_object / json_schema
+            "json_schema",
+            "logprobs",  # logprobs | boolean | 按模型能力; top_logprobs 需 logprobs=true
+            # no "n": the advanced-params table has no n row
+        }
+    ),
+    # Its usage carries cached and reasoning token details: it bills thinking (thinking_enabled,
+    # reasoning_effort) and conversation caches, which router's accounting must pass through.
+    usage_details=True,
 )
 
 # chenyu-chat-completions.md: roles are listed as system, user, assistant; the model id
@@ -92,11 +124,15 @@ CHENYU = Dialect(
     models=MappingProxyType(
         {
             "doubao-seed-2-0-lite-260428": ModelRules(),
-            "doubao-seed-1-6-vision-250815": ModelRules(),
+            # messages[].content: 视觉模型可传 OpenAI 多模态 content 数组 (the 多模态示例 sends image_url)
+            "doubao-seed-1-6-vision-250815": ModelRules(features=frozenset({"image"})),
         }
     ),
     roles=frozenset({"system", "user", "assistant"}),
     unknown_model=(503, "model_not_found", "当前分组 default 下对于模型 {model} 无可用渠道"),
+    # 请求参数 lists only model, messages, stream, temperature, max_tokens: no tools, no
+    # response_format, no logprobs, no n; 文本模型可传字符串: only its vision model takes images.
+    features=frozenset(),
 )
 
 # real200-chat-completions.md: its parameter table gives these ranges; its stream example
@@ -112,6 +148,17 @@ REAL200 = Dialect(
         "frequency_penalty": (-2, 2),
     },
     chunk_has_model=False,
+    features=frozenset(
+        {
+            "tools",  # Body 参数: tools | array | 工具(函数调用)定义; finish_reason tool_calls
+            "tool_role",  # function calling is documented, so tool results must come back in
+            "json_object",  # response_format | object | 指定 JSON 响应格式
+            # aggregator-structured-output.md (taken as real200's structured-output page):
+            "json_schema",  # its 示例: response_format {"type": "json_schema", ...}
+            "n",  # n | integer | 为每个输入消息生成多少个聊天补全选择
+            # no image/audio/file: its messages 格式 shows string content only; no logprobs row
+        }
+    ),
 )
 
 DIALECTS: Mapping[str, Dialect] = MappingProxyType({d.name: d for d in (TRINITY, CHENYU, REAL200)})

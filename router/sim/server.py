@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from . import answers
+from . import answers, checks, wire
 from .dialects import DIALECTS, Dialect
 from .faults import Fault, FaultPlan, FaultSpecError, parse
 from .http import Connection, Request
@@ -183,12 +183,12 @@ class SimServer:
             )
             return
         if request.path != self.dialect.path:
-            body = answers.error_body(404, "not_found", f"Invalid URL (POST {request.path})")
+            body = checks.error_body(404, "not_found", f"Invalid URL (POST {request.path})")
             conn.respond_json(404, body, keep_alive=request.keep_alive)
             return
         if request.method != "POST":
             conn.respond_json(
-                405, answers.error_body(405, "method_not_allowed", "Use POST"), keep_alive=request.keep_alive
+                405, checks.error_body(405, "method_not_allowed", "Use POST"), keep_alive=request.keep_alive
             )
             return
         self.chat_requests += 1
@@ -238,12 +238,12 @@ class SimServer:
             try:
                 self.set_faults(request.body.decode())
             except FaultSpecError as exc:
-                return 400, answers.error_body(400, "invalid_fault", str(exc))
+                return 400, checks.error_body(400, "invalid_fault", str(exc))
             return 200, b'{"ok":true}'
         if path == "/_sim/reset" and request.method == "POST":
             self.reset()
             return 200, b'{"ok":true}'
-        return 404, answers.error_body(404, "not_found", f"no control endpoint {path}")
+        return 404, checks.error_body(404, "not_found", f"no control endpoint {path}")
 
 
 class _Exchange:
@@ -284,7 +284,7 @@ class _Exchange:
         if fault is not None and fault.kind == "slow_first_token" and not self._streaming():
             await asyncio.sleep(fault.seconds)
         if not self._streaming():
-            payload = answers.completion(
+            payload = wire.completion(
                 self.dialect, self.body, result, completion_id=completion_id, created=created
             )
             if fault is not None and fault.kind == "cut":
@@ -292,21 +292,21 @@ class _Exchange:
                 return
             conn.respond_json(200, payload, headers=headers, keep_alive=keep_alive)
             return
-        plan = answers.stream(self.dialect, self.body, result, completion_id=completion_id, created=created)
+        plan = wire.stream(self.dialect, self.body, result, completion_id=completion_id, created=created)
         await self._stream(plan, headers)
 
     def _rejection(self) -> tuple[int, bytes, list[tuple[str, str]]] | None:
         if not self._authorized():
-            return 401, answers.error_body(401, "invalid_api_key", "Invalid API key provided"), []
+            return 401, checks.error_body(401, "invalid_api_key", "Invalid API key provided"), []
         if self.fault is not None and self.fault.kind == "status":
             status = self.fault.number
             code, message = _DEFAULT_STATUS_ERRORS.get(status, ("api_error", HTTPStatus(status).phrase))
             headers = [("retry-after", self.fault.retry_after)] if self.fault.retry_after else []
             if self.fault.location:
                 headers.append(("location", self.fault.location))
-            body = answers.error_body(status, self.fault.code or code, self.fault.message or message)
+            body = checks.error_body(status, self.fault.code or code, self.fault.message or message)
             return status, body, headers
-        rejection = answers.check(self.dialect, self.body)
+        rejection = checks.check(self.dialect, self.body)
         if rejection is not None:
             return rejection.status, rejection.body(), []
         return None
@@ -331,10 +331,10 @@ class _Exchange:
     def _stream_error(self, fault: Fault | None) -> None:
         code = fault.code if fault and fault.code else "api_error"
         message = fault.message if fault and fault.message else "upstream model failed mid-answer"
-        self.conn.send_events([b"data: " + answers.error_body(500, code, message) + b"\n\n"])
+        self.conn.send_events([b"data: " + checks.error_body(500, code, message) + b"\n\n"])
         self.conn.end_stream(self.request.keep_alive)
 
-    async def _stream(self, plan: answers.StreamPlan, headers: list[tuple[str, str]]) -> None:
+    async def _stream(self, plan: wire.StreamPlan, headers: list[tuple[str, str]]) -> None:
         fault, conn, gap = self.fault, self.conn, self.sim.chunk_gap
         kind = fault.kind if fault is not None else None
         n = fault.number if fault is not None else 0

@@ -178,6 +178,71 @@ def test_max_tokens_and_json_mode(sim: Sim) -> None:
     assert "answer" in orjson.loads(structured["choices"][0]["message"]["content"])
 
 
+def streamed(server: SimServer, body: dict[str, Any]) -> tuple[str, list[Any]]:
+    chunks = events(post(server, {**body, "stream": True}).text)
+    assert chunks[-1] == "[DONE]"
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1] if c["choices"])
+    return text, chunks[:-1]
+
+
+def test_capabilities_are_refused_as_documented(sim: Sim) -> None:
+    image = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "?"}, {"type": "image_url", "image_url": {"url": "u"}}],
+        }
+    ]
+    refused = post(sim("real200"), {"model": "gpt-4o", "messages": image})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "messages[0].content[1].type"
+    trinity = sim("trinity")
+    assert post(trinity, {"model": "gpt-4o", "messages": HELLO, "n": 2}).json()["error"]["param"] == "n"
+    assert post(trinity, {"model": "gpt-4o", "messages": image}).status_code == 200
+    chenyu = sim("chenyu")
+    assert post(chenyu, {"model": "doubao-seed-1-6-vision-250815", "messages": image}).status_code == 200
+    text_model = post(chenyu, {"model": "doubao-seed-2-0-lite-260428", "messages": image})
+    assert (
+        text_model.status_code == 400 and text_model.json()["error"]["param"] == "messages[0].content[1].type"
+    )
+
+
+def test_structured_output_validates_and_streams_the_same_json(sim: Sim) -> None:
+    server = sim("real200", chunks=5)
+    schema = {
+        "type": "object",
+        "properties": {
+            "steps": {"type": "array", "items": {"type": "string"}},
+            "final_answer": {"type": "string"},
+        },
+        "required": ["steps", "final_answer"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "math", "schema": schema, "strict": True}}
+    body = {"model": "gpt-4o", "messages": HELLO, "response_format": fmt}
+    content = post(server, body).json()["choices"][0]["message"]["content"]
+    parsed = orjson.loads(content)
+    assert set(parsed) == {"steps", "final_answer"} and "real200 (gpt-4o)" in parsed["final_answer"]
+    text, chunks = streamed(server, body)
+    assert text == content
+    assert sum(1 for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")) == 5
+
+
+def test_trinity_stop_and_logprobs_agree_in_both_shapes(sim: Sim) -> None:
+    trinity = sim("trinity", chunks=3)
+    body = {"model": "gpt-4o", "messages": HELLO, "stop": ["answer"], "logprobs": True, "top_logprobs": 2}
+    choice = post(trinity, body).json()["choices"][0]
+    assert (choice["message"]["content"], choice["finish_reason"]) == ("This is a simulated ", "stop")
+    entries = choice["logprobs"]["content"]
+    assert [e["token"] for e in entries] == ["This", " is", " a", " simulated "]
+    assert all(len(e["top_logprobs"]) == 2 for e in entries)
+    text, chunks = streamed(trinity, body)
+    assert text == "This is a simulated "
+    in_chunks = [
+        e for c in chunks if c["choices"] for e in (c["choices"][0].get("logprobs") or {}).get("content", [])
+    ]
+    assert in_chunks == entries
+
+
 # -- faults ---------------------------------------------------------------------------------
 
 
