@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from . import metrics
+from . import capabilities, metrics
 from .context import SCOPE_KEY, RequestContext
 from .disconnect import DisconnectWatch
 from .errors import InvalidRequest, MethodNotAllowed, ModelNotFound, NotFound, RouterError
@@ -57,6 +57,7 @@ async def _chat_completions(request: Request, rt: Runtime) -> ProxyResponse:
     if targets is None:
         raise ModelNotFound(f"The model '{model}' does not exist or no provider serves it.", param="model")
     ctx.model = model  # configured: safe as a metric label
+    targets = capabilities.serving(targets, body)  # a 400 naming the parameter if none can
     ctx.streamed = bool(body.get("stream"))
     headers = dict(request.scope["headers"])
     idempotency = idempotency_key(headers)

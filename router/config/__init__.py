@@ -3,6 +3,7 @@
 from .expand import parse_duration
 from .load import ConfigError, default_path, load, parse
 from .model import (
+    FEATURES,
     Admin,
     Allowance,
     Breaker,
@@ -25,6 +26,7 @@ from .providers import DIALECTS
 
 __all__ = [
     "DIALECTS",
+    "FEATURES",
     "Admin",
     "Allowance",
     "Breaker",

@@ -10,6 +10,8 @@ from typing import Any
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 STRATEGIES = ("weighted", "ordered", "latency", "least_busy")
+FEATURES = ("tools", "tool_role", "image", "audio", "file", "json_object", "json_schema", "logprobs", "n")
+"""What a request may use that not every provider accepts (providers.yaml `accepts`)."""
 PERIODS = ("day", "month", "total")
 
 
@@ -71,6 +73,8 @@ class ModelRoute:
     upstream: str
     params: ParamRules = ParamRules()
     price: Price | None = None
+    accepts: frozenset[str] | None = None
+    """The FEATURES this model takes at this provider; None: all of them (nothing declared)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .fields import Problems
-from .model import ModelRoute, ParamRules, Price, Probe, Provider, ProviderKey
+from .model import FEATURES, ModelRoute, ParamRules, Price, Probe, Provider, ProviderKey
 
 DIALECTS = ("trinity", "chenyu", "real200")
 DEMO_PLACEHOLDER_URL = "http://demo.invalid"
@@ -47,6 +47,7 @@ _PROVIDER_KEYS = (
     "params",
     "models",
     "stream_usage",
+    "accepts",
     "probe",
 )
 
@@ -68,9 +69,10 @@ def _provider(name: str, raw: Any, path: str, p: Problems, *, demo: bool) -> Pro
     elif dialect is None and demo:
         p.add(f"{path}.dialect", "--demo needs a dialect to simulate this provider: " + ", ".join(DIALECTS))
     rules = _params(m.get("params"), f"{path}.params", p)
+    accepts = _accepts(m.get("accepts"), f"{path}.accepts", p)
     models: dict[str, ModelRoute] = {}
     for model, spec in p.entries(m.get("models"), f"{path}.models").items():
-        route = _model(model, spec, f"{path}.models.{model}", rules, p)
+        route = _model(model, spec, f"{path}.models.{model}", rules, accepts, p)
         models[model] = route
     if "models" in m and not models:
         p.add(f"{path}.models", "configure at least one model")
@@ -137,8 +139,10 @@ def _forward_headers(raw: Any, path: str, p: Problems) -> tuple[str, ...]:
     return tuple(headers)
 
 
-def _model(name: str, raw: Any, path: str, provider_rules: ParamRules, p: Problems) -> ModelRoute:
-    m = p.mapping(raw, path, ("upstream", "price", "params"))
+def _model(
+    name: str, raw: Any, path: str, provider_rules: ParamRules, accepts: frozenset[str] | None, p: Problems
+) -> ModelRoute:
+    m = p.mapping(raw, path, ("upstream", "price", "params", "accepts"))
     price = None
     if m.get("price") is not None:
         pm = p.mapping(m["price"], f"{path}.price", ("input", "output"), required=("input", "output"))
@@ -151,7 +155,20 @@ def _model(name: str, raw: Any, path: str, provider_rules: ParamRules, p: Proble
         upstream=p.string(m.get("upstream"), f"{path}.upstream", name, empty_ok=False) or name,
         params=provider_rules.then(_params(m.get("params"), f"{path}.params", p)),
         price=price,
+        accepts=_accepts(m["accepts"], f"{path}.accepts", p) if "accepts" in m else accepts,
     )
+
+
+def _accepts(raw: Any, path: str, p: Problems) -> frozenset[str] | None:
+    """`accepts`: the complete list of features taken (a model's list replaces its provider's);
+    absent: everything, as a provider nobody described is assumed to take what it is sent."""
+    if raw is None:
+        return None
+    features = p.strings(raw, path)
+    for i, feature in enumerate(features):
+        if feature not in FEATURES:
+            p.add(f"{path}[{i}]", f"unknown feature {feature!r}; expected one of {', '.join(FEATURES)}")
+    return frozenset(f for f in features if f in FEATURES)
 
 
 def _params(raw: Any, path: str, p: Problems) -> ParamRules:

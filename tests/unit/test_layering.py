@@ -28,6 +28,8 @@ LAYERS = [
     {"config", "sse", "context", "http1", "state", "watchdog"},
     {
         "translate",
+        "capabilities",
+        "envelope",
         "validate",
         "classify",
         "relay",
