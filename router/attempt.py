@@ -15,12 +15,12 @@ from collections.abc import Callable, Mapping
 
 import orjson
 
-from . import classify, translate
+from . import classify, envelope, translate
 from .config import Config, Target
 from .context import RequestContext
 from .errors import DeadlineExceeded, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .relay import StreamRelay
-from .responses import BytesResponse, StreamResponse
+from .responses import BytesResponse, StreamResponse, report_dropped
 from .types import JSON, RawHeaders, Usage
 from .upstream import Upstream, UpstreamResponse, base_headers
 
@@ -55,23 +55,31 @@ class Sender:
         deadline: float,
         *,
         on_stream_end: Callable[[str, UpstreamError | None], None],
+        prompt_tokens: int = 0,
     ) -> Response:
-        """One attempt. `on_stream_end(outcome, error)` is called when a returned stream ends."""
+        """One attempt. `on_stream_end(outcome, error)` is called when a returned stream ends.
+        `prompt_tokens` is router's estimate of the prompt, for answers that report no usage."""
         stream = bool(body.get("stream"))
         headers = self._headers(ctx, target, client_headers, stream=stream)
         ctx.provider = target.provider.name
         ctx.target = target
         ctx.attempts += 1
         payload = orjson.dumps(upstream_body)
+        answer_id = "chatcmpl-" + (ctx.settlement_key or ctx.request_id).partition("_")[2]
         if stream:
             relay = StreamRelay(
                 provider=target.provider.name,
                 wants_usage=translate.client_wants_usage(body),
                 expects_usage=target.provider.stream_usage,
                 choices=body.get("n") or 1,
+                upstream_model=target.route.upstream,
+                answer_id=answer_id,
+                created=int(time.time()),
+                prompt_tokens=prompt_tokens,
+                keep_chunk_usage=translate.client_wants_usage(body, every_chunk=True),
             )
             return await self._open_stream(ctx, target, payload, headers, deadline, relay, on_stream_end)
-        return await self._complete(ctx, target, payload, headers, deadline)
+        return await self._complete(ctx, target, payload, headers, deadline, answer_id, prompt_tokens)
 
     def _headers(
         self, ctx: RequestContext, target: Target, client_headers: Mapping[bytes, bytes], *, stream: bool
@@ -93,7 +101,14 @@ class Sender:
     # -- non-streaming -----------------------------------------------------------
 
     async def _complete(
-        self, ctx: RequestContext, target: Target, payload: bytes, headers: RawHeaders, deadline: float
+        self,
+        ctx: RequestContext,
+        target: Target,
+        payload: bytes,
+        headers: RawHeaders,
+        deadline: float,
+        answer_id: str,
+        prompt_tokens: int,
     ) -> BytesResponse:
         provider = target.provider.name
         loop = asyncio.get_running_loop()
@@ -117,7 +132,18 @@ class Sender:
                 response.close()
         if response.status != 200:
             raise _status_error(provider, response, answer)
-        ctx.usage = _check_completion(provider, answer)
+        parsed = _check_completion(provider, answer)
+        ctx.usage = Usage.from_json(parsed.get("usage"))
+        if envelope.complete(
+            parsed,
+            answer_id=answer_id,
+            model=target.route.upstream,
+            created=int(time.time()),
+            prompt_tokens=prompt_tokens,
+        ):
+            answer = orjson.dumps(parsed)
+            if ctx.usage is None:  # the estimate it now carries is what gets settled
+                ctx.usage, ctx.usage_estimated = Usage.from_json(parsed["usage"]), True
         return BytesResponse(answer, headers=ctx.response_headers())
 
     # -- streaming -----------------------------------------------------------------
@@ -161,6 +187,7 @@ class Sender:
             ctx.upstream_wait += time.perf_counter() - started
             if response is not None and not committed:
                 response.close()
+                report_dropped(relay)
         return StreamResponse(
             upstream=response,
             relay=relay,
@@ -219,9 +246,9 @@ def _status_error(
     return classify.to_error(provider, classify.read_answer(response.status, answer), retry_after=retry_after)
 
 
-def _check_completion(provider: str, answer: bytes) -> Usage | None:
+def _check_completion(provider: str, answer: bytes) -> JSON:
     """A 200 whose body is not a chat completion is the provider's failure, not an answer.
-    Returns the usage it reports."""
+    Returns the answer, parsed."""
     try:
         parsed = orjson.loads(answer)
     except orjson.JSONDecodeError:
@@ -231,4 +258,4 @@ def _check_completion(provider: str, answer: bytes) -> Usage | None:
         if isinstance(parsed, dict) and "error" in parsed:
             raise classify.to_error(provider, error)
         raise UpstreamProtocolError(f"{provider}: answered without choices", provider=provider)
-    return Usage.from_json(parsed.get("usage"))
+    return parsed

@@ -48,7 +48,9 @@ class RequestContext:
     target: Target | None = None
     """The target of the last attempt (the answering one, once there is an answer)."""
     usage: Usage | None = None
-    """What the answering provider reported, for a whole (non-streamed) answer."""
+    """What a whole (non-streamed) answer reports: the provider's usage, or router's estimate
+    where it reported none (usage_estimated)."""
+    usage_estimated: bool = False
     settlement_key: str | None = None
     client: str | None = None
     """The authenticated client's name, once known."""

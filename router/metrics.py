@@ -130,6 +130,12 @@ STREAM_OUTCOMES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+STREAM_EVENTS_DROPPED = Counter(
+    "router_stream_events_dropped_total",
+    "Malformed stream events from a provider, dropped rather than relayed.",
+    ["provider"],
+    registry=REGISTRY,
+)
 REPLAYS = Counter(
     "router_idempotent_replays_total",
     "Requests answered from a stored idempotent answer, with no upstream call.",
@@ -170,6 +176,7 @@ attempts = Bound(ATTEMPTS)
 tokens = Bound(TOKENS)
 cost = Bound(COST)
 stream_outcomes = Bound(STREAM_OUTCOMES)
+stream_events_dropped = Bound(STREAM_EVENTS_DROPPED)
 
 NAMES = (
     "router_requests_total",
@@ -183,6 +190,7 @@ NAMES = (
     "router_provider_up",
     "router_inflight_requests",
     "router_stream_outcomes_total",
+    "router_stream_events_dropped_total",
     "router_idempotent_replays_total",
     "router_state_errors_total",
     "router_budget_remaining",

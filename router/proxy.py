@@ -115,7 +115,10 @@ class Proxy:
                     await ticket.release_key(target)
                 continue  # its one half-open trial went to another request while we waited: plan again
             try:
-                return await self.attempt(ctx, body, lease, translated[target], client_headers, deadline)
+                return await self.attempt(
+                    ctx, body, lease, translated[target], client_headers, deadline,
+                    prompt_tokens=ticket.reserve.prompt_tokens if ticket is not None else 0,
+                )  # fmt: skip
             except UpstreamError as error:
                 failures.add(error)
                 if ticket is not None and error.retryable:  # a final answer settles its key at the end
@@ -139,6 +142,7 @@ class Proxy:
         deadline: float,
         *,
         measure: bool = True,
+        prompt_tokens: int = 0,
     ) -> Response:
         """One attempt under `lease`, and what it says about the target's key.
 
@@ -156,8 +160,9 @@ class Proxy:
 
         try:
             response = await self._sender.send(
-                ctx, body, lease.target, upstream_body, client_headers, deadline, on_stream_end=stream_ended
-            )
+                ctx, body, lease.target, upstream_body, client_headers, deadline,
+                on_stream_end=stream_ended, prompt_tokens=prompt_tokens,
+            )  # fmt: skip
         except UpstreamError as error:
             metrics.attempts(lease.target.provider.name, metrics.attempt_outcome(error)).inc()
             lease.record(error)

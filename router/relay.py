@@ -5,9 +5,12 @@ reasoning, a tool call or a finish reason): that event is the stream's commit po
 it, any failure can still be retried elsewhere and the client has seen nothing. After it,
 events pass through as the provider's bytes.
 
-It also reads usage from the stream, hides the usage-only chunk from clients that did not
-ask for it, and decides how a stream that ends ends: `[DONE]` when the answer finished,
-an error when it did not — never a truncated answer that looks complete.
+It gives every event the stream's one envelope (envelope.py), reads usage from the stream,
+ends a stream whose client asked for usage with a usage chunk (the provider's, else router's
+estimate, which is also what gets settled), hides usage from clients that did not ask for
+it, drops malformed events (counted, never forwarded), and decides how a stream that ends
+ends: `[DONE]` when the answer finished, an error when it did not — never a truncated answer
+that looks complete.
 """
 
 from __future__ import annotations
@@ -18,31 +21,53 @@ from typing import Any
 import orjson
 
 from . import classify, sse
+from .envelope import StreamEnvelope, usage_json
 from .errors import UpstreamConnectionLost, UpstreamError, UpstreamProtocolError
-from .types import Usage
+from .types import JSON, Usage
 
 
 class StreamRelay:
     __slots__ = (
+        "_answer_id",
         "_choices",
+        "_created",
+        "_envelope",
         "_finished",
         "_held",
+        "_keep_chunk_usage",
         "_splitter",
+        "_upstream_model",
+        "_usage_json",
+        "_usage_sent",
         "answer_events",
         "committed",
         "done",
+        "dropped",
         "expects_usage",
         "failure",
-        "model",
+        "only_dropped",
+        "prompt_tokens",
         "provider",
         "usage",
         "wants_usage",
     )
 
-    def __init__(self, *, provider: str, wants_usage: bool, expects_usage: bool = False, choices: int = 1):
+    def __init__(
+        self,
+        *,
+        provider: str,
+        wants_usage: bool,
+        expects_usage: bool = False,
+        choices: int = 1,
+        upstream_model: str = "",
+        answer_id: str = "chatcmpl-router",
+        created: int = 0,
+        prompt_tokens: int = 0,
+        keep_chunk_usage: bool = False,
+    ):
         self.provider = provider
         self.wants_usage = wants_usage
-        """The client asked for the usage-only chunk: pass it on."""
+        """The client asked for the usage-only chunk: it ends the stream, provider's or estimated."""
         self.expects_usage = expects_usage
         """router asked the provider for usage: worth waiting for after the answer finished."""
         self.committed = False
@@ -50,7 +75,21 @@ class StreamRelay:
         self.failure: UpstreamError | None = None
         """Why the stream cannot go on; set by feed() after the events before it were returned."""
         self.usage: Usage | None = None
-        self.model: str | None = None
+        self._usage_json: JSON | None = None
+        """The provider's usage object as it sent it (details included), for the usage chunk."""
+        self._usage_sent = False
+        self._keep_chunk_usage = keep_chunk_usage
+        """The client asked for usage on every chunk (stream_options.chunk_include_usage)."""
+        self._upstream_model = upstream_model
+        self._answer_id = answer_id
+        self._created = created
+        self._envelope: StreamEnvelope | None = None
+        self.prompt_tokens = prompt_tokens
+        """router's estimate of the prompt, for a stream whose provider reports no usage."""
+        self.dropped = 0
+        """Malformed events dropped."""
+        self.only_dropped = False
+        """The last feed's complete events were all malformed: no sign of life from the provider."""
         self._choices = max(1, choices)
         self._finished: set[int] = set()
         self._splitter = sse.EventSplitter()
@@ -68,6 +107,15 @@ class StreamRelay:
     def usage_pending(self) -> bool:
         return self.expects_usage and self.usage is None
 
+    @property
+    def model(self) -> str | None:
+        """The model the answer names: the provider's, else the upstream model that served it."""
+        return self._envelope.model if self._envelope is not None else None
+
+    def estimate(self) -> Usage:
+        """router's usage estimate: the prompt's, and one token per event of the answer."""
+        return Usage(self.prompt_tokens, self.answer_events)
+
     def feed(self, data: bytes) -> bytes:
         """Bytes from the provider in, bytes for the client out (b"" while holding back).
 
@@ -76,13 +124,17 @@ class StreamRelay:
         point the client gets them, then the error.
         """
         out: list[bytes] = []
+        dropped = self.dropped
+        events = 0
         try:
             for event in self._splitter.feed(data):
                 if self.done:
                     break
+                events += 1
                 self._event(event, out)
         except UpstreamError as error:
             self.failure = error
+        self.only_dropped = events > 0 and self.dropped - dropped == events
         return b"".join(out) if out else b""
 
     def end(self) -> bytes:
@@ -100,9 +152,16 @@ class StreamRelay:
                 raise UpstreamConnectionLost(
                     f"{self.provider}: the stream ended before the answer finished", provider=self.provider
                 )
-            out.append(sse.DONE_EVENT)
-            self.done = True
+            self._close(out)
         return b"".join(out)
+
+    def _close(self, out: list[bytes]) -> None:
+        if self.wants_usage and not self._usage_sent and self._envelope is not None:
+            usage = self._usage_json or usage_json(self.usage or self.estimate())
+            out.append(self._envelope.usage_chunk(usage))
+            self._usage_sent = True
+        out.append(sse.DONE_EVENT)
+        self.done = True
 
     # -- one event -------------------------------------------------------------
 
@@ -117,8 +176,7 @@ class StreamRelay:
                 raise UpstreamProtocolError(
                     f"{self.provider}: the stream ended before any answer", provider=self.provider
                 )
-            self.done = True
-            out.append(sse.DONE_EVENT)
+            self._close(out)
             return
         if sse.is_error(event, data):
             # Read like an HTTP error answer: a content-filter event is the client's fault.
@@ -129,34 +187,62 @@ class StreamRelay:
         if not self.committed:
             self._before_commit(event, data, out)
             return
+        assert self._envelope is not None  # learned from the first chunk
+        if not sse.looks_like_json_object(data):
+            self.dropped += 1
+            return
         if sse.may_hold_usage(data):
             chunk = self._parse(data)
-            if chunk is not None and self._usage_only(chunk):
+            if chunk is None:
+                self.dropped += 1
                 return
-        if not self.finished and sse.may_finish(data):
-            self._parse(data)  # which choice finished: with n > 1 one finishing is not the end
-        if not sse.looks_like_json_object(data):
-            self._malformed(data)
+            if isinstance(chunk.get("usage"), dict):
+                self._usage_event(chunk, out)
+                return
+        elif not self.finished and sse.may_finish(data) and self._parse(data) is None:
+            # (parsed to learn which choice finished: with n > 1 one finishing is not the end)
+            self.dropped += 1
             return
         self.answer_events += 1
-        out.append(event)
+        out.append(self._envelope.fix(event, data))
 
     def _before_commit(self, event: bytes, data: bytes, out: list[bytes]) -> None:
         chunk = self._parse(data)
         if chunk is None:
-            raise UpstreamProtocolError(
-                f"{self.provider}: sent a malformed stream chunk", provider=self.provider
-            )
-        if self.model is None and isinstance(chunk.get("model"), str):
-            self.model = chunk["model"]
-        if self._usage_only(chunk):
+            self.dropped += 1
             return
-        self._held.append(event)
+        if self._envelope is None:
+            self._envelope = StreamEnvelope(
+                chunk, answer_id=self._answer_id, model=self._upstream_model, created=self._created
+            )
+        if isinstance(chunk.get("usage"), dict):
+            self._usage_event(chunk, self._held)
+            if not chunk.get("choices"):
+                return
+        else:
+            self._held.append(self._envelope.fix(event, data))
         if _carries_answer(chunk):
             self.answer_events += 1
             self.committed = True
             out.extend(self._held)
             self._held.clear()
+
+    def _usage_event(self, chunk: JSON, out: list[bytes]) -> None:
+        """A chunk that reports usage. The usage-only chunk is passed on where the client asked
+        for usage; usage on a chunk with choices is moved to the usage chunk at the end (unless
+        the client asked for it on every chunk), so the client counts it once."""
+        assert self._envelope is not None
+        if self.usage is not None:
+            self._usage_json = chunk["usage"]
+        if chunk.get("choices"):
+            if self.committed:
+                self.answer_events += 1
+            if not self._keep_chunk_usage:
+                chunk = {k: v for k, v in chunk.items() if k != "usage"}
+            out.append(sse.data_event(self._envelope.encode(chunk)))
+        elif self.wants_usage and self.usage is not None:
+            out.append(sse.data_event(self._envelope.encode(chunk)))
+            self._usage_sent = True
 
     def _parse(self, data: bytes) -> dict[str, Any] | None:
         try:
@@ -175,18 +261,6 @@ class StreamRelay:
                     index = choice.get("index", 0)
                     self._finished.add(index if isinstance(index, int) else 0)
         return chunk
-
-    def _usage_only(self, chunk: dict[str, Any]) -> bool:
-        """True when `chunk` is the usage-only chunk and the client did not ask to see it."""
-        return not self.wants_usage and not chunk.get("choices") and isinstance(chunk.get("usage"), dict)
-
-    def _malformed(self, data: bytes) -> None:
-        # A broken chunk cannot be trusted to say what it carried: skipping one that began as
-        # JSON could drop part of the answer silently. Only non-JSON noise is skipped.
-        if data.lstrip()[:1] in (b"{", b"["):
-            raise UpstreamProtocolError(
-                f"{self.provider}: sent a malformed stream chunk", provider=self.provider
-            )
 
 
 def _carries_answer(chunk: dict[str, Any]) -> bool:

@@ -7,18 +7,21 @@ the client leaving, and how the stream ends (`[DONE]`, or an error event and no 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from . import metrics, sse
+from . import logs, metrics, sse
 from .disconnect import DisconnectWatch
 from .errors import DeadlineExceeded, RouterError, UpstreamError, UpstreamTimeout
 from .relay import StreamRelay
 from .types import RawHeaders
 from .upstream import UpstreamResponse
 from .watchdog import Watchdog
+
+log = logging.getLogger("router.stream")
 
 FINISH_GRACE = 1.0
 """Seconds to wait for the usage chunk and `[DONE]` after the answer finished, before
@@ -100,6 +103,7 @@ class StreamResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watch = None if self.follow_through else self.watch or DisconnectWatch(receive)
+        relay = self._relay
         if self.sent is not None:
             send = self._keeping(send, self.sent)
         try:
@@ -127,6 +131,7 @@ class StreamResponse:
             else:
                 self._upstream.close()
             metrics.stream_outcomes(self.outcome if self.outcome != "pending" else "error").inc()
+            report_dropped(relay)
             if self._on_end is not None:
                 self._on_end(self.outcome, self.failure)
 
@@ -160,8 +165,9 @@ class StreamResponse:
                         data = await next_chunk()
                         if data is None:
                             break
-                        watch.fed()
                         out = relay.feed(data)
+                        if not relay.only_dropped:  # garbage is no sign of life
+                            watch.fed()
                         if out:
                             watch.hold()  # a slow client is not a silent provider
                             await send({"type": "http.response.body", "body": out, "more_body": True})
@@ -186,6 +192,19 @@ class StreamResponse:
         if now >= self._deadline:
             return DeadlineExceeded(f"{provider}: the request deadline passed mid-answer", provider=provider)
         return UpstreamTimeout(f"{provider}: the stream stalled for {self._idle:g}s", provider=provider)
+
+
+def report_dropped(relay: StreamRelay) -> None:
+    """A stream's malformed events: counted, and logged once for the stream."""
+    if relay.dropped:
+        metrics.stream_events_dropped(relay.provider).inc(relay.dropped)
+        logs.event(
+            log,
+            logging.WARNING,
+            "dropped malformed stream events",
+            provider=relay.provider,
+            dropped=relay.dropped,
+        )
 
 
 def error_event(error: RouterError) -> bytes:

@@ -114,8 +114,13 @@ class Ticket:
         body is sent (c=1 full, p50 +0.972 -> +0.857 ms). Otherwise (a cluster, a store
         starting or down, memory) the settlement comes first, as before."""
         stored = self._stored(200, stream=False, body=response.body)
+        ctx = self.ctx
         done = self.close(
-            status=200, outcome="completed", usage=self.ctx.usage, estimated=self._guess(0), stored=stored
+            status=200,
+            outcome="completed",
+            usage=None if ctx.usage_estimated else ctx.usage,
+            estimated=ctx.usage if ctx.usage_estimated else self._guess(0),
+            stored=stored,
         )
         if stored is None and self._state.sends_now:
             response.after = await self._ledger.start(done)
@@ -154,7 +159,7 @@ class Ticket:
             status=200,
             outcome=response.outcome if response.outcome != "pending" else "client_disconnected",
             usage=relay.usage,
-            estimated=self._guess(relay.answer_events),
+            estimated=relay.estimate(),  # what the client's usage chunk said, when it asked
             stored=stored,
         )
 

@@ -48,10 +48,13 @@ def to_upstream(body: JSON, route: ModelRoute, *, stream_usage: bool) -> JSON:
     return out
 
 
-def client_wants_usage(body: JSON) -> bool:
-    """Did the client itself ask for the usage chunk of a stream?"""
+def client_wants_usage(body: JSON, *, every_chunk: bool = False) -> bool:
+    """Did the client itself ask for the usage chunk of a stream (or usage on every chunk)?"""
     options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
+    return (
+        isinstance(options, dict)
+        and options.get("chunk_include_usage" if every_chunk else "include_usage") is True
+    )
 
 
 def _is_allowed(value: Any, allowed: tuple[Any, ...]) -> bool:

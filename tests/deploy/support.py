@@ -41,6 +41,7 @@ METRIC_NAMES = frozenset(
         "router_provider_up",
         "router_inflight_requests",
         "router_stream_outcomes_total",
+        "router_stream_events_dropped_total",
         "router_idempotent_replays_total",
         "router_state_errors_total",
         "router_budget_remaining",

@@ -214,7 +214,6 @@ def test_a_stream_without_done_is_finalised(three: Any) -> None:
         ("cut=2", "upstream_error"),
         ("stall=2", "upstream_timeout"),
         ("stream_error=2", "upstream_error"),
-        ("malformed=3", "upstream_error"),
     ],
 )
 def test_a_stream_that_breaks_after_commit_ends_with_an_error_event_and_no_done(
@@ -236,7 +235,6 @@ def test_a_stream_that_breaks_after_commit_ends_with_an_error_event_and_no_done(
     [
         ("reset", 502, "upstream_error", 3),  # the only target, tried max_attempts times
         ("status=500", 502, "upstream_error", 3),
-        ("malformed=1", 502, "upstream_error", 3),
         ("silent", 504, "upstream_timeout", 1),  # a silent target costs one first-token timeout
         ("slow_first_token=3s", 504, "upstream_timeout", 1),
     ],
@@ -270,8 +268,8 @@ def test_with_n_choices_the_stream_ends_only_when_every_choice_finished(
     sim: Sim, router: Router, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(responses, "FINISH_GRACE", 0.2)
-    server = sim("trinity", chunks=1, chunk_gap=0.4)  # choice 1 goes on 0.4 s after choice 0 finished
-    r = router(config_yaml(provider_yaml("trinity", server, ["gpt-4o"]), routing=FAST))
+    server = sim("real200", chunks=1, chunk_gap=0.4)  # choice 1 goes on 0.4 s after choice 0 finished
+    r = router(config_yaml(provider_yaml("real200", server, ["gpt-4o"]), routing=FAST))
     chunks = data_events(chat(r, {"model": "gpt-4o", "messages": HELLO, "stream": True, "n": 2}).text)
     assert chunks[-1] == "[DONE]"
     finished = [c["choices"][0]["index"] for c in chunks[:-1] if c["choices"][0]["finish_reason"]]
@@ -300,6 +298,48 @@ def test_an_empty_finish_reason_is_not_a_finish(router: Router, monkeypatch: pyt
         chunks = data_events(chat(r, {"model": "m", "messages": HELLO, "stream": True}).text)
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1]) == "one two three"
     assert chunks[-1] == "[DONE]"
+
+
+@pytest.mark.parametrize("fault", ["malformed=1", "malformed=3"])  # before and after the commit point
+def test_a_malformed_event_is_dropped_counted_and_the_stream_goes_on(
+    sim: Sim, router: Router, caplog: pytest.LogCaptureFixture, fault: str
+) -> None:
+    server = sim("trinity", chunks=4, chunk_gap=0.02)
+    r = router(config_yaml(provider_yaml("trinity", server, ["gpt-4o"]), routing=FAST))
+    before = _dropped("trinity", r)
+    with caplog.at_level(logging.WARNING, logger="router.stream"):
+        response = chat(r, {"model": "gpt-4o", "messages": HELLO, "stream": True, "sim_fault": fault})
+    chunks = data_events(response.text)
+    assert response.status_code == 200 and chunks[-1] == "[DONE]"
+    assert all("error" not in c for c in chunks[:-1])
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert response.headers["x-router-attempts"] == "1" and server.chat_requests == 1
+    assert _dropped("trinity", r) == before + 1
+    dropped = [rec for rec in caplog.records if rec.getMessage() == "dropped malformed stream events"]
+    assert len(dropped) == 1 and dropped[0].fields == {"provider": "trinity", "dropped": 1}  # type: ignore[attr-defined]
+
+
+def _dropped(provider: str, r: RouterThread) -> float:
+    text = httpx.get(r.url + "/metrics", timeout=5).text
+    line = f'router_stream_events_dropped_total{{provider="{provider}"}} '
+    return next((float(row.removeprefix(line)) for row in text.splitlines() if row.startswith(line)), 0.0)
+
+
+def test_a_provider_that_sends_nothing_valid_meets_its_timeouts(router: Router) -> None:
+    garbage = [(0.1, b'data: {"choices": [{"delta": {"cont\n\n')] * 40  # 4 s of broken events
+    script = [(0, chunk(role="assistant")), *garbage]
+    with ScriptedUpstream(script) as upstream:
+        r = router(
+            config_yaml(
+                f"  p: {{base_url: {upstream.base_url}, keys: [k], models: {{m: {{}}}}}}\n",
+                routing="{max_attempts: 1, timeouts: {first_token: 1s, idle: 500ms, total: 10s}}",
+            )
+        )
+        started = time.monotonic()
+        response = chat(r, {"model": "m", "messages": HELLO, "stream": True})
+        seconds = time.monotonic() - started
+    assert response.status_code == 504 and response.json()["error"]["code"] == "upstream_timeout"
+    assert seconds < 2.5  # first_token (1 s), though broken events kept coming for 4 s
 
 
 def test_usage_that_comes_late_is_still_waited_for(router: Router, monkeypatch: pytest.MonkeyPatch) -> None:

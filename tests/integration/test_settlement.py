@@ -156,6 +156,15 @@ def test_a_stream_without_provider_usage_is_settled_with_an_estimate(
     (record,) = records(r)
     assert record["usage_source"] == "estimated"
     assert record["completion_tokens"] > 0 and record["prompt_tokens"] > 0
+    # A client that asks for usage is told the same estimate that is settled.
+    asked = chat(r, stream=True, stream_options={"include_usage": True})
+    usage = orjson.loads(asked.text.split("\n\n")[-3].removeprefix("data: "))["usage"]
+    record = records(r)[-1]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (
+        record["prompt_tokens"],
+        record["completion_tokens"],
+    )
+    assert record["usage_source"] == "estimated"
 
 
 def test_failures_before_upstream_work_store_nothing(

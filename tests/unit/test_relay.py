@@ -9,14 +9,26 @@ from router.errors import UpstreamConnectionLost, UpstreamProtocolError, Upstrea
 from router.relay import StreamRelay
 from router.types import Usage
 
+ENVELOPE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": "m-1"}
+
 
 def event(**chunk: Any) -> bytes:
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+    """A chunk with the whole OpenAI envelope, as a provider that sends it all would."""
+    return b"data: " + orjson.dumps({**ENVELOPE, **chunk}) + b"\n\n"
 
 
-ROLE = event(
-    model="m-1", choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
-)
+def bare_event(**chunk: Any) -> bytes:
+    """A chunk without `model` and `created`, as real200's document shows them."""
+    return (
+        b"data: " + orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", **chunk}) + b"\n\n"
+    )
+
+
+def chunks(out: bytes) -> list[Any]:
+    return [orjson.loads(e[6:]) for e in out.split(b"\n\n") if e.startswith(b"data: {")]
+
+
+ROLE = event(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
 HELLO = event(choices=[{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}])
 WORLD = event(choices=[{"index": 0, "delta": {"content": " world"}, "finish_reason": None}])
 FINISH = event(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}])
@@ -24,8 +36,8 @@ USAGE = event(choices=[], usage={"prompt_tokens": 3, "completion_tokens": 2, "to
 DONE = b"data: [DONE]\n\n"
 
 
-def relay(wants_usage: bool = False) -> StreamRelay:
-    return StreamRelay(provider="p", wants_usage=wants_usage)
+def relay(wants_usage: bool = False, **options: Any) -> StreamRelay:
+    return StreamRelay(provider="p", wants_usage=wants_usage, **options)
 
 
 def test_role_chunks_are_held_until_content_commits_the_stream() -> None:
@@ -56,14 +68,78 @@ def test_usage_chunk_is_read_and_hidden_unless_asked_for() -> None:
     assert r.usage == Usage(3, 2)
 
 
-def test_usage_on_a_content_chunk_is_read_and_the_chunk_kept() -> None:
-    final = event(
-        choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}],
-        usage={"prompt_tokens": 1, "completion_tokens": 1},
-    )
+def test_usage_on_a_content_chunk_is_read_and_moved_to_the_usage_chunk() -> None:
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    final = event(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}], usage=usage)
     r = relay()
-    assert r.feed(ROLE + HELLO + final) == ROLE + HELLO + final
+    out = r.feed(ROLE + HELLO + final + DONE)
     assert r.usage == Usage(1, 1)
+    assert [c.get("usage") for c in chunks(out)] == [None, None, None]  # a client that did not ask: none
+    r = relay(wants_usage=True)
+    out = chunks(r.feed(ROLE + HELLO + final + DONE))
+    assert "usage" not in out[-2] and out[-2]["choices"][0]["finish_reason"] == "stop"
+    assert out[-1]["choices"] == [] and out[-1]["usage"] == usage  # counted once, in the last chunk
+    every = relay(wants_usage=True, keep_chunk_usage=True)  # stream_options.chunk_include_usage
+    assert chunks(every.feed(ROLE + HELLO + final + DONE))[-1]["usage"] == usage
+
+
+def test_a_client_that_asked_for_usage_gets_the_estimate_when_the_provider_sends_none() -> None:
+    r = relay(wants_usage=True, prompt_tokens=7)
+    out = chunks(r.feed(ROLE + HELLO + WORLD + FINISH + DONE))
+    assert out[-1]["choices"] == [] and out[-1]["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 3,
+        "total_tokens": 10,
+    }
+    assert r.usage is None and r.estimate() == Usage(7, 3)  # what gets settled, marked estimated
+    assert {c["id"] for c in out} == {"chatcmpl-1"} and out[-1]["model"] == "m-1"
+    no_done = relay(wants_usage=True, prompt_tokens=7)  # ends by its finish reason: usage still comes
+    no_done.feed(ROLE + HELLO + FINISH)
+    tail = no_done.end()
+    assert chunks(tail)[-1]["usage"]["total_tokens"] == 9 and tail.endswith(DONE)
+
+
+def test_provider_usage_details_reach_the_client_unchanged() -> None:
+    usage = {
+        "prompt_tokens": 9,
+        "completion_tokens": 4,
+        "total_tokens": 13,
+        "prompt_tokens_details": {"cached_tokens": 5},
+        "completion_tokens_details": {"reasoning_tokens": 2},
+    }
+    r = relay(wants_usage=True)
+    out = chunks(r.feed(ROLE + HELLO + FINISH + event(choices=[], usage=usage) + DONE))
+    assert out[-1]["usage"] == usage
+    assert sum(1 for c in out if c.get("usage")) == 1
+
+
+def test_a_chunk_without_model_and_created_is_given_the_envelope() -> None:
+    r = relay(wants_usage=True, upstream_model="gpt-4o-2024", created=1234, prompt_tokens=2)
+    role = bare_event(choices=[{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}])
+    hello = bare_event(choices=[{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}])
+    finish = bare_event(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}])
+    out = chunks(r.feed(role + hello + finish + DONE))
+    assert len(out) == 4
+    for chunk in out:
+        assert (chunk["id"], chunk["object"], chunk["created"], chunk["model"]) == (
+            "chatcmpl-1",
+            "chat.completion.chunk",
+            1234,
+            "gpt-4o-2024",
+        )
+    assert out[1]["choices"][0]["delta"]["content"] == "Hello"
+
+
+def test_a_null_model_is_replaced_and_a_missing_id_made() -> None:
+    r = relay(upstream_model="up", answer_id="chatcmpl-own", created=5)
+    first = b'data: {"model":null,"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+    (chunk,) = chunks(r.feed(first))
+    assert (chunk["id"], chunk["model"], chunk["created"], chunk["object"]) == (
+        "chatcmpl-own",
+        "up",
+        5,
+        "chat.completion.chunk",
+    )
 
 
 def test_a_stream_without_done_is_finalised_when_the_answer_finished() -> None:
@@ -110,16 +186,17 @@ def test_an_error_event_is_read_like_an_http_error_answer() -> None:
     assert bare.failure is not None and bare.failure.message == "p: error in the stream"
 
 
-def test_malformed_chunks() -> None:
+def test_malformed_events_are_dropped_and_counted_and_the_stream_goes_on() -> None:
     r = relay()
-    r.feed(b'data: {"choices":[{"delta":{"content":"he\n\n')
-    assert isinstance(r.failure, UpstreamProtocolError)  # before commit: retryable
-    r = relay()
-    r.feed(ROLE + HELLO)
-    assert r.feed(b"data: keep-going\n\n") == b""  # not JSON at all: noise, skipped
-    assert r.failure is None
-    r.feed(b'data: {"id":"x","object":"chat.completion.chunk","cho\n\n')  # may have held content: fatal
-    assert isinstance(r.failure, UpstreamProtocolError)
+    assert r.feed(b'data: {"choices":[{"delta":{"content":"he\n\n') == b""  # before the commit point
+    assert r.failure is None and r.dropped == 1 and r.only_dropped
+    assert r.feed(ROLE + HELLO) == ROLE + HELLO
+    assert not r.only_dropped
+    assert r.feed(b"data: keep-going\n\n") == b""  # not JSON at all
+    assert r.feed(b'data: {"id":"x","object":"chat.completion.chunk","cho\n\n') == b""  # cut JSON
+    assert r.feed(b'data: {"usage": {"prompt_tokens": 1,\n\n') == b""
+    assert r.failure is None and r.dropped == 4 and r.only_dropped
+    assert r.feed(WORLD + FINISH + DONE) == WORLD + FINISH + DONE
 
 
 def test_comments_pass_after_commit_only_and_nothing_after_done() -> None:
