@@ -128,6 +128,8 @@ def create_app(
         Route("/chat/completions", handlers.chat_completions, methods=["POST"]),
         Route("/v1/models", handlers.list_models, methods=["GET"]),
         Route("/models", handlers.list_models, methods=["GET"]),
+        Route("/v1/models/{id:path}", handlers.retrieve_model, methods=["GET"]),
+        Route("/models/{id:path}", handlers.retrieve_model, methods=["GET"]),
         Route("/healthz", handlers.healthz, methods=["GET"]),
         Route("/readyz", handlers.readyz, methods=["GET"]),
         Route("/metrics", handlers.metrics_text, methods=["GET"]),

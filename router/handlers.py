@@ -93,6 +93,20 @@ async def list_models(request: Request) -> BytesResponse:
     return BytesResponse(rt.models_json(client), headers=[])
 
 
+async def retrieve_model(request: Request) -> BytesResponse:
+    """GET /v1/models/{id}: 404 model_not_found alike for a model this client may not use and
+    one no provider serves (the list does not show it either)."""
+    rt = runtime(request)
+    client = rt.auth.authenticate(request.headers.get("authorization"))
+    model: str = request.path_params["id"]
+    body = rt.model_json(client, model)
+    if body is None:
+        raise ModelNotFound(
+            f"The model '{model}' does not exist or you do not have access to it.", param="model"
+        )
+    return BytesResponse(body, headers=[])
+
+
 async def healthz(request: Request) -> BytesResponse:
     return BytesResponse(b'{"status":"ok"}', headers=[])
 

@@ -20,6 +20,11 @@ from .upstream import Upstream
 _NEEDS_OPS = (Status.DRAINED, Status.BROKEN, Status.EXHAUSTED)
 
 
+def model_object(model: str) -> dict[str, object]:
+    """One OpenAI model object: an entry of GET /v1/models, and the answer of GET /v1/models/{id}."""
+    return {"id": model, "object": "model", "created": 0, "owned_by": "router"}
+
+
 class Runtime:
     """Everything a request needs, built from one Config."""
 
@@ -50,9 +55,16 @@ class Runtime:
         cached = self._models_json.get(key)
         if cached is None:
             models = sorted(m for m in self.config.targets if self.auth.allows(client, m))
-            data = [{"id": m, "object": "model", "created": 0, "owned_by": "router"} for m in models]
+            data = [model_object(m) for m in models]
             cached = self._models_json[key] = orjson.dumps({"object": "list", "data": data})
         return cached
+
+    def model_json(self, client: Client | None, model: str) -> bytes | None:
+        """GET /v1/models/{model} for this client: its entry of models_json(), or None when
+        no provider serves the model or the client's allow-list excludes it."""
+        if model not in self.config.targets or not self.auth.allows(client, model):
+            return None
+        return orjson.dumps(model_object(model))
 
     def unready_reason(self) -> str | None:
         """SPEC §3: ready while at least one provider is usable. A breaker that is open still

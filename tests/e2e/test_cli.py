@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
+import tempfile
+import time
+from importlib import metadata
 from pathlib import Path
 
 import httpx
+import pytest
 
+from router import cli
 from tests.e2e.conftest import ROOT, ROUTER, Served, free_port, serve, stop
 
 
@@ -22,10 +30,26 @@ def test_check_prints_the_routing_table(tmp_path: Path) -> None:
     done = run("check", "--config", "providers.yaml", "--demo")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["MODEL", "PROVIDER", "KEY", "PRIORITY", "WEIGHT", "UPSTREAM"]
-    assert ["doubao-seed-2-0-lite", "chenyu", "chenyu-0", "1", "1", "doubao-seed-2-0-lite-260428"] in [
-        line.split() for line in lines
-    ]
+    assert lines[0].split() == ["MODEL", "PROVIDER", "KEY", "PRIORITY", "WEIGHT", "UPSTREAM", "ACCEPTS"]
+    rows = [line.split() for line in lines]
+    assert [
+        "doubao-seed-2-0-lite",
+        "chenyu",
+        "chenyu-0",
+        "1",
+        "1",
+        "doubao-seed-2-0-lite-260428",
+        "-",
+    ] in rows
+    assert [
+        "gpt-4o",
+        "real200",
+        "real200-0",
+        "1",
+        "1",
+        "gpt-4o",
+        "tools,tool_role,json_object,json_schema,n",
+    ] in rows
     assert lines[-1].startswith("ok: 3 providers")
 
 
@@ -113,3 +137,109 @@ def test_serve_without_clients_runs_open_on_loopback(tmp_path: Path) -> None:
         assert "Authorization" not in served.banner[2]
     finally:
         stop(served.process)
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+IPV6 = pytest.param("::1", marks=pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback"))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", IPV6])
+def test_serve_on_a_taken_port_says_so_in_one_line(host: str) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as taken:
+        taken.bind((host, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run("serve", "--config", "providers.yaml", "--demo", "--host", host, "--port", str(port))
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    assert done.returncode == 1
+    assert done.stderr == f"router: cannot listen on {address}: address already in use\n"
+    assert done.stdout == ""  # no banner
+
+
+def test_serve_on_an_address_this_host_lacks_says_so_in_one_line() -> None:
+    done = run("serve", "--config", "providers.yaml", "--demo", "--host", "192.0.2.1", "--port", "8080")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == "router: cannot listen on 192.0.2.1:8080: cannot assign requested address\n"
+
+
+def _serve_for_banner(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """`router serve ARGS` until its banner is out (its port is not known before)."""
+    output = Path(tempfile.mkstemp(prefix="router-banner-", suffix=".log")[1])
+    environment = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
+    with output.open("w") as sink:
+        process = subprocess.Popen(
+            [*ROUTER, "serve", *args],
+            cwd=ROOT,
+            env=environment,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and process.poll() is None:
+        banner = [line for line in output.read_text().splitlines() if not line.startswith("{")]
+        if len(banner) >= 3:
+            output.unlink()
+            return process, banner
+        time.sleep(0.05)
+    stop(process)
+    raise RuntimeError(f"no banner: {output.read_text()}")
+
+
+@pytest.mark.parametrize(
+    ("host", "shown", "reach"),
+    [
+        ("0.0.0.0", "0.0.0.0", "127.0.0.1"),
+        ("127.0.0.1", "127.0.0.1", "127.0.0.1"),
+        pytest.param("::1", "[::1]", "[::1]", marks=IPV6.marks),
+    ],
+)
+def test_the_banner_names_the_address_and_port_bound(host: str, shown: str, reach: str) -> None:
+    # 0.0.0.0 is allowed here because the shipped config's demo client exists under --demo.
+    process, banner = _serve_for_banner("--config", "providers.yaml", "--demo", "--host", host, "--port", "0")
+    try:
+        serving = re.search(r" on http://(\S+):(\d+)$", banner[0])
+        assert serving is not None, banner[0]
+        assert serving.group(1) == shown
+        port = int(serving.group(2))
+        assert port != 0
+        url = shlex.split(banner[2])[2]
+        assert url == f"http://{reach}:{port}/v1/chat/completions"
+        assert httpx.get(f"http://{reach}:{port}/healthz", timeout=5).status_code == 200
+    finally:
+        stop(process)
+
+
+def test_version() -> None:
+    done = run("--version")
+    assert done.returncode == 0
+    assert done.stdout == f"router {metadata.version('router')}\n"
+
+
+def _options(parser: argparse.ArgumentParser, name: str) -> list[tuple[str, argparse.Action]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for command, subparser in action.choices.items():
+                assert helps.get(command), f"{name} {command}: no help text"
+                found += _options(subparser, f"{name} {command}")
+        elif action.option_strings:
+            found.append((f"{name} {'/'.join(action.option_strings)}", action))
+    return found
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    options = _options(cli._parser(), "router")
+    named = {name for name, _ in options}
+    assert {"router serve --host", "router sim --dialect", "router keys new --name"} <= named
+    missing = [name for name, action in options if not action.help or action.help == argparse.SUPPRESS]
+    assert missing == []

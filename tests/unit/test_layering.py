@@ -17,7 +17,7 @@ ONLY_IN = {
     "redis": {"state.redis"},
     "hiredis": {"state.redis"},
     "prometheus_client": {"metrics"},
-    "uvicorn": {"cli"},
+    "uvicorn": {"serve"},
     "httptools": {"sim.http", "http1"},
     "yaml": {"config.load"},
 }
@@ -52,6 +52,7 @@ LAYERS = [
     {"handlers"},
     {"admin"},
     {"app"},
+    {"serve"},
     {"cli"},
 ]
 
