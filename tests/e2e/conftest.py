@@ -10,12 +10,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import httpx
+import openai
 import pytest
+
+from router import config as configuration
+from router.serve import DEMO_KEY as DEMO_PROVIDER_KEY
+from router.sim import SimServer
+from tests.conftest import RouterThread
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTER = [sys.executable, "-m", "router"]
@@ -90,3 +97,44 @@ def demo() -> Iterator[Served]:
     served = serve("--config", "providers.yaml", "--demo")
     yield served
     stop(served.process)
+
+
+# -- the shipped config, one provider at a time ---------------------------------------------------
+
+SHIPPED = configuration.load(ROOT / "providers.yaml", demo=True, env={})
+DEMO_KEY = "sk-router-demo"
+
+
+@dataclass
+class Pinned:
+    """router serving the shipped config with one provider only, in front of its simulator."""
+
+    provider: str
+    router: RouterThread
+    sim: SimServer
+
+    def sdk(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.router.url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
+
+    def accepts(self, model: str, feature: str) -> bool:
+        (target, *_) = (t for t in SHIPPED.targets[model] if t.provider.name == self.provider)
+        return target.route.accepts is None or feature in target.route.accepts
+
+
+@pytest.fixture(scope="session")
+def pinned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pinned]]:
+    started: dict[str, Pinned] = {}
+    for name, provider in SHIPPED.providers.items():
+        sim = SimServer(provider.dialect or name).start_in_thread()
+        ledger_file = str(tmp_path_factory.mktemp(name) / "ledger.jsonl")
+        config = configuration.Config.build(
+            providers=MappingProxyType({name: provider}),
+            clients=SHIPPED.clients,
+            routing=SHIPPED.routing,
+            state=replace(SHIPPED.state, ledger_file=ledger_file),
+        ).with_upstreams({name: sim.base_url}, DEMO_PROVIDER_KEY)
+        started[name] = Pinned(name, RouterThread(config).start(), sim)
+    yield started
+    for p in started.values():
+        p.router.stop()
+        p.sim.stop()
