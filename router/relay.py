@@ -216,9 +216,10 @@ class StreamRelay:
                 chunk, answer_id=self._answer_id, model=self._upstream_model, created=self._created
             )
         if isinstance(chunk.get("usage"), dict):
-            self._usage_event(chunk, self._held)
-            if not chunk.get("choices"):
+            if not chunk.get("choices"):  # usage before the answer: it still comes last
+                self._keep_usage(chunk)
                 return
+            self._usage_event(chunk, self._held)
         else:
             self._held.append(self._envelope.fix(event, data))
         if _carries_answer(chunk):
@@ -232,8 +233,7 @@ class StreamRelay:
         for usage; usage on a chunk with choices is moved to the usage chunk at the end (unless
         the client asked for it on every chunk), so the client counts it once."""
         assert self._envelope is not None
-        if self.usage is not None:
-            self._usage_json = chunk["usage"]
+        self._keep_usage(chunk)
         if chunk.get("choices"):
             if self.committed:
                 self.answer_events += 1
@@ -243,6 +243,10 @@ class StreamRelay:
         elif self.wants_usage and self.usage is not None:
             out.append(sse.data_event(self._envelope.encode(chunk)))
             self._usage_sent = True
+
+    def _keep_usage(self, chunk: JSON) -> None:
+        if Usage.from_json(chunk["usage"]) is not None:  # as sent, details and all
+            self._usage_json = chunk["usage"]
 
     def _parse(self, data: bytes) -> dict[str, Any] | None:
         try:

@@ -241,3 +241,10 @@ def test_usage_is_pending_only_when_router_asked_for_it() -> None:
     asked.feed(USAGE)
     assert not asked.usage_pending
     assert not relay().usage_pending
+
+
+def test_usage_sent_before_the_answer_still_comes_last() -> None:
+    r = relay(wants_usage=True)
+    out = chunks(r.feed(USAGE + ROLE + HELLO + FINISH + DONE))
+    assert out[-1]["usage"]["total_tokens"] == 5 and out[-1]["choices"] == []
+    assert all(c.get("usage") is None for c in out[:-1])
