@@ -105,6 +105,7 @@ class Ledger:
             lease=settlement_key,
             claim=claim,
             budget=True,
+            n=limits.choices(body),
         )
         ticket = Ticket(self, ctx, client, body, reserve, ask, idempotency)
         self._open[settlement_key] = ticket  # renewed once it holds leases; forgotten when it ends

@@ -3,7 +3,9 @@
 Per client and per provider key: `rpm`, `tpm`, `concurrency`, and an allowance (a client's
 `budget`, a key's `quota`) in tokens or cost per day, month or all time. TPM and the
 allowance reserve an estimate before the call: the prompt's size plus `max_tokens` (or a
-capped default); settlement reconciles it with the real usage.
+capped default); settlement reconciles it with the real usage. A client's budget is strict:
+a request whose reservation is more than what is left is refused (402), or with `on_exceed:
+cap` sent with its completion lowered to fit (the store's acquire step decides, atomically).
 """
 
 from __future__ import annotations
@@ -41,7 +43,13 @@ def estimate(body: JSON, body_bytes: int) -> Usage:
     prompt = min(PROMPT_CAP, math.ceil(body_bytes / 3))
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     completion = limit if type(limit) is int and limit > 0 else DEFAULT_COMPLETION
-    return Usage(prompt, completion * (body.get("n") or 1))
+    return Usage(prompt, completion * choices(body))
+
+
+def choices(body: JSON) -> int:
+    """How many answers the request asks for (`n`)."""
+    n = body.get("n")
+    return n if type(n) is int and n > 0 else 1
 
 
 def cost_nanos(usage: Usage, price: Price | None) -> int:
@@ -101,12 +109,16 @@ def ask(
     lease: str,
     claim: Claim | None = None,
     budget: bool = False,
+    n: int = 1,
     now: float | None = None,
 ) -> Ask | None:
-    """What `scope` must grant; None when it has nothing to check (no round trip needed)."""
+    """What `scope` must grant; None when it has nothing to check (no round trip needed).
+    A client's budget (`budget`) is strict: see Ask.on_exceed; `n` is how `reserve`'s
+    completion divides among choices, for a cap."""
     tokens = reserve.total_tokens
     if not (limits.rpm or limits.tpm or limits.concurrency or allowance or claim):
         return None
+    priced = price is not None and allowance is not None and allowance.cost is not None
     return Ask(
         scope=scope,
         rpm=limits.rpm or 0,
@@ -120,6 +132,11 @@ def ask(
         lease=lease if (limits.concurrency or allowance) else "",
         claim=claim,
         budget=budget,
+        on_exceed=allowance.on_exceed if budget and allowance else "",
+        prompt=reserve.prompt_tokens,
+        n=n,
+        price_input=price.input if priced and price else 0.0,
+        price_output=price.output if priced and price else 0.0,
     )
 
 
@@ -173,8 +190,29 @@ def client_refused(client: Client | None, limited: Limited) -> RateLimited:
     return RateLimited(f"{message} Try again in {retry}s.", headers=headers)
 
 
-def budget_spent(client: Client | None) -> InsufficientQuota:
+def budget_spent(client: Client | None, need: int = 0, left: int = 0) -> InsufficientQuota:
+    """402: the budget is spent, or (need > 0) this request needs more than is left of it
+    (`need` and `left` in tokens, or nanos for a cost budget)."""
     budget = client.budget if client else None
     per = {"day": "today", "month": "this month", "total": ""}.get(budget.per, "") if budget else ""
     who = f"'{client.name}'" if client else "this router"
-    return InsufficientQuota(f"The budget of {who} is spent {per}".rstrip() + ".")
+    if need <= 0 or budget is None:
+        return InsufficientQuota(f"The budget of {who} is spent {per}".rstrip() + ".")
+
+    in_tokens = budget.tokens is not None
+
+    def amount(value: int) -> str:
+        return f"{value} tokens" if in_tokens else f"{value / 1e9:.9g} (cost)"
+
+    if budget.on_exceed == "cap":
+        needs = f"at least {amount(need)} (its prompt, estimated, and one completion token)"
+        hint = "Send a shorter prompt."
+    else:
+        needs = (
+            f"up to {amount(need)} (its prompt, estimated, plus max_tokens or {DEFAULT_COMPLETION}, times n)"
+        )
+        hint = "Lower max_tokens (or max_completion_tokens), or send a shorter prompt."
+    return InsufficientQuota(
+        f"This request needs {needs}, more than the {amount(left)} left of the budget of {who} {per}".rstrip()
+        + f". {hint}"
+    )

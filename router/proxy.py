@@ -74,6 +74,7 @@ class Proxy:
         translated: dict[Target, JSON] = {}
         tried: list[Target] = []
         left_alone: set[Target] = set()
+        capped = False
         self._budget.request()
         while ctx.attempts < self._max_attempts:
             now = loop.time()
@@ -109,6 +110,15 @@ class Proxy:
                         left_alone.add(target)
                         failures.waiting = min(failures.waiting or refusal.wait, refusal.wait)
                     continue
+                if ticket.capped and not capped:
+                    # The budget let the request through with less room to answer: every
+                    # target is sent the lowered max_tokens, translated afresh.
+                    capped = True
+                    body = translate.cap_completion(body, ticket.capped)
+                    translated.clear()
+                    translated[target] = translate.to_upstream(
+                        body, target.route, stream_usage=target.provider.stream_usage
+                    )
             lease = self._health.begin(target, fail_open=choice.fail_open)
             if lease is None:
                 if ticket is not None:

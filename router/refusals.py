@@ -44,7 +44,7 @@ def refused(answer: Answer | StateUnavailableError, client: Client | None, ctx: 
         return limits.client_refused(client, answer)
     if isinstance(answer, Spent):
         metrics.RATE_LIMITED.labels("client", scope_name, "budget").inc()
-        return limits.budget_spent(client)
+        return limits.budget_spent(client, answer.need, answer.left)
     if isinstance(answer, Conflict):
         return IdempotencyConflict(
             "A request with this idempotency key is still in progress; retry after it finishes.",

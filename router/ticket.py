@@ -64,6 +64,8 @@ class Ledger(Protocol):
 
 
 DEGRADED = (b"x-router-degraded", b"state")
+CAPPED = b"x-router-budget-capped"
+"""The completion tokens a request was sent with, lowered to fit its client's budget (on_exceed: cap)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,10 @@ class Ticket:
         self.idempotency = idempotency
         self.settlement_key = ctx.settlement_key or ""
         self.granted: Granted | None = None
+        self.capped = 0
+        """Completion tokens per choice the client's budget let through (on_exceed: cap), or 0:
+        the request goes with its max_tokens lowered to it (proxy.py)."""
+        self._choices = limits.choices(body)
         self._keys: dict[Target, tuple[Ask, Granted]] = {}
         self.started_at = time.time()
         self.closed = False
@@ -268,6 +274,10 @@ class Ticket:
         ctx = self.ctx
         if isinstance(answer, Granted):
             self.granted = answer
+            if answer.capped:  # later keys reserve what the request may now use
+                self.capped = answer.capped
+                self.reserve = Usage(self.reserve.prompt_tokens, answer.capped * self._choices)
+                ctx.headers.append((CAPPED, str(answer.capped).encode()))
             if answer.local:
                 ctx.headers.append(DEGRADED)
             if self.client is not None:

@@ -48,6 +48,19 @@ def to_upstream(body: JSON, route: ModelRoute, *, stream_usage: bool) -> JSON:
     return out
 
 
+def cap_completion(body: JSON, limit: int) -> JSON:
+    """`body` with its completion allowance lowered to `limit` tokens per choice (a budget's
+    cap): `max_completion_tokens` or `max_tokens`, whichever the client sent (both, if it sent
+    both), else `max_completion_tokens`. Each target's rules (a rename to max_tokens) apply
+    after, in to_upstream, as to the client's own value."""
+    out = dict(body)
+    names = [name for name in ("max_completion_tokens", "max_tokens") if name in out]
+    for name in names or ["max_completion_tokens"]:
+        value = out.get(name)
+        out[name] = min(value, limit) if type(value) is int else limit
+    return out
+
+
 def client_wants_usage(body: JSON, *, every_chunk: bool = False) -> bool:
     """Did the client itself ask for the usage chunk of a stream (or usage on every chunk)?"""
     options = body.get("stream_options")

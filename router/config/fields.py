@@ -13,7 +13,7 @@ from collections.abc import Collection
 from typing import Any, TypeVar
 
 from .expand import parse_duration
-from .model import PERIODS, Allowance, Limits
+from .model import ON_EXCEED, PERIODS, Allowance, Limits
 
 N = TypeVar("N", int, float)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -171,16 +171,23 @@ class Problems:
         )
 
     def allowance(self, raw: Any, path: str) -> Allowance | None:
-        """A budget or quota: tokens or cost per period."""
+        """A budget or quota: tokens or cost per period; a client's budget (`….budget`) also
+        says what a request that needs more than is left gets (`on_exceed`)."""
         if raw is None:
             return None
-        m = self.mapping(raw, path, ("tokens", "cost", "per"))
+        budget = path.endswith(".budget")
+        m = self.mapping(
+            raw, path, ("tokens", "cost", "per", "on_exceed") if budget else ("tokens", "cost", "per")
+        )
         tokens = self.integer(m.get("tokens"), f"{path}.tokens", 0, lo=1) or None
         cost = self.number(m.get("cost"), f"{path}.cost", 0.0, lo=0.0) or None
         if (tokens is None) == (cost is None) and m:
             self.add(path, "give exactly one of tokens or cost")
         return Allowance(
-            per=self.choice(m.get("per"), f"{path}.per", "month", PERIODS), tokens=tokens, cost=cost
+            per=self.choice(m.get("per"), f"{path}.per", "month", PERIODS),
+            tokens=tokens,
+            cost=cost,
+            on_exceed=self.choice(m.get("on_exceed"), f"{path}.on_exceed", "refuse", ON_EXCEED),
         )
 
     def _bounded(self, value: N, path: str, default: N, lo: float | None, hi: float | None) -> N:

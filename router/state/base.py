@@ -66,6 +66,16 @@ class Ask:
     claim: Claim | None = None
     budget: bool = False
     """The allowance is a client's budget: never granted from local state while the store is down."""
+    on_exceed: str = ""
+    """A budget's rule for a reservation over what is left of it: "refuse" (Spent, with what it
+    needs and what is left) or "cap" (grant what is left beside the reservations in flight, the
+    completion lowered to fit). "" (a key's quota): admitted while anything is left."""
+    prompt: int = 0
+    """For "cap": the prompt's part of `tokens`; the rest is `n` completions of equal size."""
+    n: int = 1
+    price_input: float = 0.0
+    price_output: float = 0.0
+    """For "cap" with a cost allowance: the price `cost_nanos` was computed at (per million tokens)."""
 
     @property
     def has_allowance(self) -> bool:
@@ -96,6 +106,8 @@ class Granted:
     """Tokens actually reserved against `tpm` (the estimate, capped at the limit)."""
     local: bool = False
     """Granted by this process alone because the shared store is down."""
+    capped: int = 0
+    """on_exceed "cap": the completion tokens per choice the reservation was lowered to (0: not lowered)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +121,11 @@ class Limited:
 
 @dataclass(frozen=True, slots=True)
 class Spent:
-    """The scope's allowance for this period is used up."""
+    """The scope's allowance for this period is used up, or (need > 0) what is left of it is
+    less than the request needs: `need` and `left` in tokens, or nanos for a cost allowance."""
+
+    need: int = 0
+    left: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ the process (what `router ledger` reads when state is in memory).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -99,18 +100,29 @@ class MemoryStore:
                     return Reused()
                 return Replay(claim.stored) if claim.stored is not None else Conflict()
         self._expire_leases(s, now)
+        tokens, hold, capped = ask.tokens, ask.hold if ask.lease else None, 0
         if ask.has_allowance:
             used = s.used.get(ask.period, [0, 0])
             if (ask.allowance_tokens >= 0 and used[0] >= ask.allowance_tokens) or (
                 ask.allowance_nanos >= 0 and used[1] >= ask.allowance_nanos
             ):
                 return Spent()
-            if (ask.allowance_tokens >= 0 and used[0] + s.held_tokens >= ask.allowance_tokens) or (
-                ask.allowance_nanos >= 0 and used[1] + s.held_nanos >= ask.allowance_nanos
-            ):
-                return Limited("reserved", CONCURRENCY_RETRY, Window())
+            if not ask.on_exceed:  # a key's quota: admitted while anything is left
+                if (ask.allowance_tokens >= 0 and used[0] + s.held_tokens >= ask.allowance_tokens) or (
+                    ask.allowance_nanos >= 0 and used[1] + s.held_nanos >= ask.allowance_nanos
+                ):
+                    return Limited("reserved", CONCURRENCY_RETRY, Window())
+            else:
+                verdict = _budget(ask, used[0], used[1], s.held_tokens, s.held_nanos)
+                if not isinstance(verdict, tuple):
+                    return verdict
+                capped, nanos = verdict
+                if capped:
+                    tokens = ask.prompt + capped * ask.n
+                    if hold is not None:
+                        hold = f"{ask.lease}|{tokens if ask.allowance_tokens >= 0 else 0}|{nanos}"
         rpm = gcra.check(s.tat.get("rpm"), now, limit=ask.rpm, cost=1) if ask.rpm else None
-        cost = min(ask.tokens, ask.tpm)
+        cost = min(tokens, ask.tpm)
         tpm = gcra.check(s.tat.get("tpm"), now, limit=ask.tpm, cost=cost) if ask.tpm else None
         window = Window(
             rpm_remaining=rpm.remaining if rpm else -1,
@@ -128,16 +140,14 @@ class MemoryStore:
             s.tat["rpm"] = rpm.tat
         if tpm is not None:
             s.tat["tpm"] = tpm.tat
-        hold = None
-        if ask.lease:
-            hold = ask.hold
+        if hold is not None:
             s.leases[hold] = now + self._lease_ttl
             tokens, nanos = _amounts(hold)
             s.held_tokens += tokens
             s.held_nanos += nanos
         if ask.claim is not None:
             s.claims[ask.claim.key] = _Claim(ask.claim.body_hash, ask.claim.owner, now + self._lease_ttl)
-        return Granted(window, hold, cost if ask.tpm else 0)
+        return Granted(window, hold, cost if ask.tpm else 0, capped=capped)
 
     async def settle(self, settle: Settle) -> bool:
         now = self._clock()
@@ -250,6 +260,56 @@ class MemoryStore:
             if expires > now:
                 break
             s.done.popitem(last=False)
+
+
+def _budget(
+    ask: Ask, used_t: int, used_n: int, held_t: int, held_n: int
+) -> Spent | Limited | tuple[int, int]:
+    """A budget's step of acquire (as acquire.lua's): a request that needs more than is left
+    is refused, or with on_exceed "cap" lowered to what is left beside the reservations in
+    flight; one that fits what is left only once those finish waits for them ("reserved").
+    Otherwise what to reserve: (completion tokens per choice it was capped to or 0, nanos)."""
+    at, an = ask.allowance_tokens, ask.allowance_nanos
+    reserved = Limited("reserved", CONCURRENCY_RETRY, Window())
+
+    def over(need_t: int, need_n: int) -> Spent | None:
+        if at >= 0 and need_t > at - used_t:
+            return Spent(need_t, at - used_t)
+        if an >= 0 and need_n > an - used_n:
+            return Spent(need_n, an - used_n)
+        return None
+
+    need_t = ask.tokens if at >= 0 else 0
+    refusal = over(need_t, ask.cost_nanos)
+    if refusal is None:
+        if (at >= 0 and used_t + held_t + need_t > at) or (an >= 0 and used_n + held_n + ask.cost_nanos > an):
+            return reserved
+        return 0, ask.cost_nanos
+    if ask.on_exceed != "cap":
+        return refusal
+    # The most completion tokens per choice that fit what is left beside what is held; the
+    # same float arithmetic as the script's, and as limits.cost_nanos.
+    prompt, n, pin, pout = ask.prompt, ask.n, ask.price_input, ask.price_output
+
+    def cost(c: int) -> int:
+        return math.ceil(prompt * pin * 1000 + c * n * pout * 1000)
+
+    room_t, room_n = at - used_t - held_t, an - used_n - held_n
+    c = (ask.tokens - prompt) // n
+    if at >= 0:
+        c = min(c, math.floor((room_t - prompt) / n))
+    if an >= 0 and pout > 0:
+        most = c  # then the float estimate, made exact: the most whose cost fits
+        c = min(c, math.floor((room_n - prompt * pin * 1000) / (n * pout * 1000)))
+        while c < most and cost(c + 1) <= room_n:
+            c += 1
+        while c >= 1 and cost(c) > room_n:
+            c -= 1
+    if c >= 1 and ((at >= 0 and prompt + c * n > room_t) or (an >= 0 and cost(c) > room_n)):
+        c = 0
+    if c < 1:
+        return over(prompt + n, cost(1)) or reserved
+    return c, cost(c) if an >= 0 else 0
 
 
 def _amounts(hold: str) -> tuple[int, int]:

@@ -353,6 +353,12 @@ def _acquire_call(ask: Ask, lease_ttl_ms: int) -> _Call:
         claim.body_hash if claim else "",
         claim.owner if claim else "",
         int(CONCURRENCY_RETRY * 1000),
+        ask.on_exceed,
+        ask.cost_nanos,
+        ask.prompt,
+        ask.n,
+        repr(ask.price_input),  # exactly the float the memory store computes with
+        repr(ask.price_output),
     ]
     return keys, args
 
@@ -360,11 +366,14 @@ def _acquire_call(ask: Ask, lease_ttl_ms: int) -> _Call:
 def _answer(ask: Ask, reply: Any) -> Answer:
     kind = reply[0]
     if kind == b"granted":
+        if len(reply) > 6:  # capped to fit the budget: a smaller reservation, in its own hold
+            hold = reply[7].decode() if ask.lease else None
+            return Granted(_window(reply[2:6]), hold, int(reply[1]), capped=int(reply[6]))
         return Granted(_window(reply[2:6]), ask.hold if ask.lease else None, int(reply[1]))
     if kind == b"limited":
         return Limited(reply[1].decode(), int(reply[2]) / 1000, _window(reply[3:7]))
     if kind == b"spent":
-        return Spent()
+        return Spent(int(reply[1]), int(reply[2]))
     if kind == b"conflict":
         return Conflict()
     if kind == b"reused":

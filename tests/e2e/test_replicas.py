@@ -198,12 +198,13 @@ def test_a_concurrency_limit_holds_across_replicas_and_slots_come_back(
     assert sorted(x["outcome"] for x in found).count("client_disconnected") == 5
 
 
-def test_a_budget_is_never_overdrawn_by_more_than_one_reservation(
+def test_a_budget_is_never_overdrawn_across_replicas(
     state_url: str, sim: Sim, replicas: Callable[..., Replicas]
 ) -> None:
     r = replicas(state_url, sim("trinity", latency=0.05), client="budget: {tokens: 200, per: month}")
     # Waves of 30 at once until the budget is spent: reservations in flight count, so a wave
     # admits only what the budget could still cover; the rest get 429 (retry when they finish).
+    # Budgets are strict: a request whose reservation exceeds what is left is refused (402).
     seen: set[int] = set()
     for _ in range(60):
         answers = asyncio.run(fire(r, 30))
@@ -214,7 +215,7 @@ def test_a_budget_is_never_overdrawn_by_more_than_one_reservation(
     found = r.counters_match_ledger()
     spent = sum(x["prompt_tokens"] + x["completion_tokens"] for x in found)
     reservation = -(-len(orjson.dumps(BODY)) // 3) + BODY["max_tokens"]  # router's own estimate
-    assert 200 <= spent <= 200 + reservation
+    assert 200 - reservation < spent <= 200  # stops within one reservation, never over
 
 
 @pytest.fixture(params=["redis", "cluster"])

@@ -10,10 +10,14 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
 
 import orjson
 import pytest
 
+from router import limits
+from router.config import Price
 from router.state import (
     Ask,
     Claim,
@@ -29,6 +33,7 @@ from router.state import (
     Stored,
 )
 from router.state.redis import RedisStore
+from router.types import Usage
 from tests.redis_rig import RedisCluster, RedisServer
 
 BACKENDS = ["memory", "redis", "cluster"]
@@ -230,6 +235,97 @@ async def test_a_cost_budget_in_nanos(store: Store) -> None:
         await store.acquire(Ask("c:a", cost_nanos=1, lease=lease(), period="2026-12", allowance_nanos=1_000)),
         Granted,
     )
+
+
+def budget(on_exceed: str = "refuse", **more: Any) -> dict[str, Any]:
+    """A client's budget of 100 tokens (as limits.ask makes it), strict by default."""
+    return {"allowance_tokens": 100, "period": "total", "budget": True, "on_exceed": on_exceed, **more}
+
+
+async def spend(store: Store, tokens: int = 0, nanos: int = 0) -> None:
+    await store.settle(Settle("c:a", lease(), tokens=tokens, cost_nanos=nanos, periods=("total",)))
+
+
+async def test_a_strict_budget_refuses_a_request_that_needs_more_than_is_left(store: Store) -> None:
+    await spend(store, 70)
+    refused = await store.acquire(Ask("c:a", rpm=10, tokens=40, lease=lease(), **budget()))
+    assert refused == Spent(need=40, left=30)  # the whole reservation, not just what is left
+    exact = await store.acquire(Ask("c:a", rpm=10, tokens=30, lease=lease(), **budget()))
+    assert isinstance(exact, Granted) and exact.capped == 0
+    assert exact.window.rpm_remaining == 9  # the refused one took nothing
+    await store.settle(Settle("c:a", "s1", hold=exact.hold, tokens=30, periods=("total",)))
+    assert await store.acquire(Ask("c:a", tokens=1, lease=lease(), **budget())) == Spent()  # spent outright
+
+
+async def test_a_strict_budget_answers_reserved_while_requests_in_flight_hold_what_is_left(
+    store: Store,
+) -> None:
+    first = await store.acquire(Ask("c:a", tokens=60, lease=lease(), **budget()))
+    assert isinstance(first, Granted)
+    # 50 fits what is left (100), not beside the 60 in flight: wait for it, not 402, not an overdraw.
+    held = await store.acquire(Ask("c:a", tokens=50, lease=lease(), **budget()))
+    assert isinstance(held, Limited) and held.limit == "reserved" and held.retry_after > 0
+    assert isinstance(await store.acquire(Ask("c:a", tokens=40, lease=lease(), **budget())), Granted)
+    assert isinstance(await store.acquire(Ask("c:a", tokens=1, lease=lease(), **budget())), Limited)
+    await store.settle(Settle("c:a", "s1", hold=first.hold, tokens=20, periods=("total",)))
+    assert isinstance(await store.acquire(Ask("c:a", tokens=40, lease=lease(), **budget())), Granted)
+
+
+async def test_concurrent_requests_never_reserve_more_than_a_strict_budget(store: Store) -> None:
+    answers = await asyncio.gather(
+        *(store.acquire(Ask("c:a", tokens=30, lease=lease(), **budget())) for _ in range(20))
+    )
+    assert sum(isinstance(a, Granted) for a in answers) == 3  # 90 of 100; the rest wait ("reserved")
+    assert all(isinstance(a, Granted) or (isinstance(a, Limited) and a.limit == "reserved") for a in answers)
+
+
+async def test_cap_grants_what_is_left_beside_what_is_held_with_the_completion_lowered(store: Store) -> None:
+    await spend(store, 70)
+    in_flight = await store.acquire(Ask("c:a", tokens=10, lease=lease(), **budget()))
+    assert isinstance(in_flight, Granted)
+    # 8 prompt + 2 x 50 completion = 108 > 30 left; 20 beside the 10 held: 2 x 6 completion fits.
+    ask = Ask("c:a", tpm=1000, tokens=108, lease=lease(), **budget("cap", prompt=8, n=2))
+    capped = await store.acquire(ask)
+    assert isinstance(capped, Granted) and capped.capped == 6
+    assert capped.tokens == 20 and capped.hold == f"{ask.lease}|20|0"  # TPM and the hold take the lowered 20
+    # Nothing left beside the two in flight; their settlements give back exactly what they held.
+    assert isinstance(await store.acquire(Ask("c:a", tokens=1, lease=lease(), **budget())), Limited)
+    await store.settle(Settle("c:a", "s1", hold=in_flight.hold))
+    await store.settle(Settle("c:a", "s2", hold=capped.hold))
+    assert isinstance(await store.acquire(Ask("c:a", tokens=30, lease=lease(), **budget())), Granted)
+
+
+async def test_cap_refuses_when_not_one_completion_token_fits(store: Store) -> None:
+    await spend(store, 70)
+    # The prompt (40) alone is more than the 30 left: 402, saying the least it would need.
+    alone = await store.acquire(Ask("c:a", tokens=90, lease=lease(), **budget("cap", prompt=40)))
+    assert alone == Spent(need=41, left=30)
+    # 25 + 1 fits the 30 left, but not beside 10 in flight: wait for them.
+    assert isinstance(await store.acquire(Ask("c:a", tokens=10, lease=lease(), **budget())), Granted)
+    held = await store.acquire(Ask("c:a", tokens=75, lease=lease(), **budget("cap", prompt=25)))
+    assert isinstance(held, Limited) and held.limit == "reserved"
+    # A request that fits is not capped.
+    whole = await store.acquire(Ask("c:a", tokens=20, lease=lease(), **budget("cap", prompt=10)))
+    assert isinstance(whole, Granted) and whole.capped == 0
+
+
+async def test_cap_on_a_cost_budget_converts_through_the_price(store: Store) -> None:
+    price = Price(input=0.3, output=0.7)  # per million tokens: floats that do not add up exactly
+    await spend(store, nanos=123_457)
+    reserve = Usage(1_000, 3 * 4096)
+    ask = Ask(
+        "c:a", tokens=reserve.total_tokens, cost_nanos=limits.cost_nanos(reserve, price), lease=lease(),
+        period="total", budget=True, on_exceed="cap", allowance_nanos=5_000_000, prompt=1_000, n=3,
+        price_input=price.input, price_output=price.output,
+    )  # fmt: skip
+    capped = await store.acquire(ask)
+    room = 5_000_000 - 123_457
+    fits = [c for c in range(4097) if limits.cost_nanos(Usage(1_000, 3 * c), price) <= room]
+    assert isinstance(capped, Granted) and capped.capped == max(fits) < 4096
+    nanos = limits.cost_nanos(Usage(1_000, 3 * capped.capped), price)
+    assert capped.hold == f"{ask.lease}|0|{nanos}"
+    refused = await store.acquire(replace(ask, lease=lease(), on_exceed="refuse"))
+    assert refused == Spent(need=ask.cost_nanos, left=room)
 
 
 async def test_a_settlement_is_applied_once_however_often_it_is_replayed(store: Store) -> None:

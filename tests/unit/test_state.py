@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 import redis.exceptions
 
-from router import limits
-from router.config import Allowance, Limits
+from router import limits, translate
+from router.config import Allowance, Client, Limits, Price
 from router.state import (
     Ask,
     Claim,
@@ -76,6 +77,47 @@ def test_nothing_to_check_needs_no_round_trip() -> None:
         "c:a", Limits(), None, reserve=Usage(1, 1), price=None, lease="l", claim=Claim("k", "h", "o")
     )
     assert with_claim is not None and with_claim.lease == ""  # no slot or reservation to hold
+
+
+def test_a_budget_asks_strictly_and_a_key_quota_as_before() -> None:
+    price = Price(input=2.5, output=10)
+    cap = Allowance(per="month", cost=1.0, on_exceed="cap")
+    reserve = limits.estimate({"model": "m", "max_tokens": 50, "n": 2}, 30)
+    assert reserve == Usage(10, 100)
+    budget = limits.ask("c:a", Limits(), cap, reserve=reserve, price=price, lease="l", budget=True, n=2)
+    assert budget is not None and budget.on_exceed == "cap"
+    assert (budget.prompt, budget.n, budget.price_input, budget.price_output) == (10, 2, 2.5, 10)
+    assert budget.cost_nanos == limits.cost_nanos(reserve, price) == 1_025_000
+    quota = limits.ask("p:k", Limits(), cap, reserve=reserve, price=price, lease="l")
+    assert quota is not None and quota.on_exceed == ""  # a key's quota: admitted while anything is left
+    tokens = limits.ask(
+        "c:a", Limits(), Allowance(per="day", tokens=9), reserve=reserve, price=price, lease="l", budget=True
+    )
+    assert tokens is not None and tokens.on_exceed == "refuse" and tokens.price_output == 0.0
+    assert [limits.choices(b) for b in ({}, {"n": 3}, {"n": None}, {"n": True})] == [1, 3, 1, 1]
+
+
+def test_a_402_says_what_the_request_needs_and_what_is_left() -> None:
+    client = Client(name="team", key_sha256=b"", budget=Allowance(per="month", tokens=120))
+    assert str(limits.budget_spent(client)) == "The budget of 'team' is spent this month."
+    message = str(limits.budget_spent(client, 4_123, 96))
+    assert message.startswith("This request needs up to 4123 tokens (its prompt, estimated, plus max_tokens")
+    assert "more than the 96 tokens left of the budget of 'team' this month. Lower max_tokens" in message
+    costly = replace(client, budget=Allowance(per="day", cost=0.5, on_exceed="cap"))
+    message = str(limits.budget_spent(costly, 27_000_000, 3_000_000))
+    assert message.startswith("This request needs at least 0.027 (cost) (its prompt, estimated, and one")
+    assert "more than the 0.003 (cost) left of the budget of 'team' today." in message
+
+
+def test_a_cap_lowers_the_completion_field_the_client_used() -> None:
+    assert translate.cap_completion({"max_tokens": 500}, 69) == {"max_tokens": 69}
+    assert translate.cap_completion({"max_completion_tokens": 500}, 69) == {"max_completion_tokens": 69}
+    assert translate.cap_completion({}, 69) == {"max_completion_tokens": 69}
+    both = translate.cap_completion({"max_tokens": 40, "max_completion_tokens": 500}, 69)
+    assert both == {"max_tokens": 40, "max_completion_tokens": 69}
+    body = {"max_tokens": None}
+    assert translate.cap_completion(body, 5) == {"max_tokens": 5}
+    assert body == {"max_tokens": None}  # the client's body is left as it came
 
 
 def test_every_redis_exception_becomes_a_state_error() -> None:

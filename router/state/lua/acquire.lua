@@ -6,7 +6,8 @@
 --       200 us a call at 500 in flight, which made Redis the bottleneck)
 -- ARGV: 1 rpm, 2 tpm, 3 concurrency, 4 tokens, 5 allowance tokens (-1 none), 6 allowance nanos
 --       (-1 none), 7 hold ("" none), 8 lease ttl ms, 9 claim? (1/0), 10 body hash, 11 owner,
---       12 concurrency retry ms
+--       12 concurrency retry ms, 13 on_exceed ("" a key's quota, "refuse" or "cap": a budget),
+--       14 cost nanos, 15 prompt tokens, 16 n, 17 price input, 18 price output (per million)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local PERIOD = 60000
@@ -39,20 +40,61 @@ if #expired > 0 then
   if dn ~= 0 then redis.call('HINCRBY', KEYS[5], 'n', -dn) end
 end
 
-local allowance_tokens, allowance_nanos = tonumber(ARGV[5]), tonumber(ARGV[6])
-if allowance_tokens >= 0 or allowance_nanos >= 0 then
+local tokens, hold, capped = tonumber(ARGV[4]), ARGV[7], 0
+local at, an = tonumber(ARGV[5]), tonumber(ARGV[6])
+if at >= 0 or an >= 0 then
   local held = redis.call('HMGET', KEYS[5], 't', 'n')
   local held_t, held_n = tonumber(held[1]) or 0, tonumber(held[2]) or 0
   local used = redis.call('HMGET', KEYS[3], 't', 'n')
   local used_t, used_n = tonumber(used[1]) or 0, tonumber(used[2]) or 0
-  if (allowance_tokens >= 0 and used_t >= allowance_tokens)
-      or (allowance_nanos >= 0 and used_n >= allowance_nanos) then
-    return {'spent'}
+  if (at >= 0 and used_t >= at) or (an >= 0 and used_n >= an) then
+    return {'spent', 0, 0}
   end
-  -- Not spent, but what is left is reserved by requests in flight: retry when they finish.
-  if (allowance_tokens >= 0 and used_t + held_t >= allowance_tokens)
-      or (allowance_nanos >= 0 and used_n + held_n >= allowance_nanos) then
-    return {'limited', 'reserved', tonumber(ARGV[12]), -1, 0, -1, 0}
+  local reserved = {'limited', 'reserved', tonumber(ARGV[12]), -1, 0, -1, 0}
+  local mode = ARGV[13]
+  if mode == '' then
+    -- A key's quota: admitted while anything is left beside the requests in flight.
+    if (at >= 0 and used_t + held_t >= at) or (an >= 0 and used_n + held_n >= an) then
+      return reserved
+    end
+  else
+    -- A budget, as memory.py's _budget: a request that needs more than is left is refused
+    -- (or capped to fit); one that fits only once requests in flight finish waits for them.
+    local need_t, need_n = at >= 0 and tokens or 0, tonumber(ARGV[14])
+    local function over(nt, nn)
+      if at >= 0 and nt > at - used_t then return {'spent', nt, at - used_t} end
+      if an >= 0 and nn > an - used_n then return {'spent', nn, an - used_n} end
+      return nil
+    end
+    local refusal = over(need_t, need_n)
+    if not refusal then
+      if (at >= 0 and used_t + held_t + need_t > at) or (an >= 0 and used_n + held_n + need_n > an) then
+        return reserved
+      end
+    elseif mode ~= 'cap' then
+      return refusal
+    else
+      -- The most completion tokens per choice that fit what is left beside what is held.
+      local prompt, n = tonumber(ARGV[15]), tonumber(ARGV[16])
+      local pin, pout = tonumber(ARGV[17]), tonumber(ARGV[18])
+      local function cost(c) return math.ceil(prompt * pin * 1000 + c * n * pout * 1000) end
+      local room_t, room_n = at - used_t - held_t, an - used_n - held_n
+      local c = math.floor((tokens - prompt) / n)
+      if at >= 0 then c = math.min(c, math.floor((room_t - prompt) / n)) end
+      if an >= 0 and pout > 0 then
+        local most = c  -- then the float estimate, made exact: the most whose cost fits
+        c = math.min(c, math.floor((room_n - prompt * pin * 1000) / (n * pout * 1000)))
+        while c < most and cost(c + 1) <= room_n do c = c + 1 end
+        while c >= 1 and cost(c) > room_n do c = c - 1 end
+      end
+      if c >= 1 and ((at >= 0 and prompt + c * n > room_t) or (an >= 0 and cost(c) > room_n)) then c = 0 end
+      if c < 1 then return over(prompt + n, cost(1)) or reserved end
+      capped, tokens = c, prompt + c * n
+      if hold ~= '' then
+        local lease = string.match(hold, '^(.*)|%-?%d+|%-?%d+$')
+        hold = string.format('%s|%d|%d', lease, at >= 0 and tokens or 0, an >= 0 and cost(c) or 0)
+      end
+    end
   end
 end
 
@@ -74,7 +116,7 @@ local t_ok, t_tat, t_rem, t_reset, t_retry = true, nil, -1, 0, 0
 local cost = 0
 if rpm > 0 then r_ok, r_tat, r_rem, r_reset, r_retry = gcra(tonumber(tats[1]), rpm, 1) end
 if tpm > 0 then
-  cost = math.min(tonumber(ARGV[4]), tpm)
+  cost = math.min(tokens, tpm)
   t_ok, t_tat, t_rem, t_reset, t_retry = gcra(tonumber(tats[2]), tpm, cost)
 end
 local window = {r_rem, math.floor(r_reset), t_rem, math.floor(t_reset)}
@@ -95,10 +137,10 @@ if #moved > 0 then
   redis.call('PEXPIRE', KEYS[1], 2 * PERIOD)  -- both new TATs are at most a period ahead
 end
 local ttl = tonumber(ARGV[8])
-if ARGV[7] ~= '' then
+if hold ~= '' then
   -- No key TTL on 2 or 5: a lease leaves 2 only through these scripts, which keep 5 in step.
-  redis.call('ZADD', KEYS[2], now + ttl, ARGV[7])
-  local tok, nan = amounts(ARGV[7])
+  redis.call('ZADD', KEYS[2], now + ttl, hold)
+  local tok, nan = amounts(hold)
   if tok ~= 0 then redis.call('HINCRBY', KEYS[5], 't', tok) end
   if nan ~= 0 then redis.call('HINCRBY', KEYS[5], 'n', nan) end
 end
@@ -106,4 +148,5 @@ if ARGV[9] == '1' then
   redis.call('HSET', KEYS[4], 'h', ARGV[10], 'o', ARGV[11])
   redis.call('PEXPIRE', KEYS[4], ttl)
 end
+if capped > 0 then return {'granted', cost, window[1], window[2], window[3], window[4], capped, hold} end
 return {'granted', cost, unpack(window)}
