@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import admin, gauges, handlers, metrics, probes, reload
 from .access import CHAT_PATHS
 from .config import Config
-from .middleware import Envelope
+from .middleware import Envelope, OnceHeaders
 from .reload import ConfigSource, Reloader
 from .runtime import Runtime
 from .upstream import Upstream
@@ -91,6 +91,7 @@ def create_app(
             for task in old.tasks[0], old.tasks[2]:
                 task.cancel()
             metrics.forget_gauges()
+        once.use(rt.config)  # the headers a request may carry once follow its forward_headers
         app.state.runtime = rt
 
     @asynccontextmanager
@@ -139,10 +140,11 @@ def create_app(
         Route("/admin/usage", admin.usage, methods=["GET"]),
     ]
     max_bytes = config.server.max_body_bytes
+    once = OnceHeaders(config)
     app = RouterApp(
-        chat=Envelope(handlers.chat_completions_asgi, max_bytes=max_bytes),
+        chat=Envelope(handlers.chat_completions_asgi, max_bytes=max_bytes, once=once),
         routes=routes,
-        middleware=[Middleware(Envelope, max_bytes=max_bytes)],
+        middleware=[Middleware(Envelope, max_bytes=max_bytes, once=once)],
         exception_handlers={HTTPException: handlers.http_exception},
         lifespan=lifespan,
     )

@@ -19,6 +19,7 @@ from . import classify, envelope, translate
 from .config import Config, Target
 from .context import RequestContext
 from .errors import DeadlineExceeded, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from .redact import Redactor, is_credential_header
 from .relay import StreamRelay
 from .responses import BytesResponse, StreamResponse, report_dropped
 from .types import JSON, RawHeaders, Usage
@@ -44,6 +45,13 @@ class Sender:
         self._forward = {
             name: tuple(h.lower().encode() for h in p.forward_headers) for name, p in config.providers.items()
         }
+        self._credentials = {
+            name: frozenset(h.lower().encode() for h in p.forward_headers if is_credential_header(h))
+            for name, p in config.providers.items()
+        }
+        """Forwarded headers whose values are credentials: taken out of the provider's text too."""
+        self._redact = Redactor(k.secret for p in config.providers.values() for k in p.keys)
+        """Every provider key: what provider text must never carry to a client or a log."""
 
     async def send(
         self,
@@ -60,7 +68,7 @@ class Sender:
         """One attempt. `on_stream_end(outcome, error)` is called when a returned stream ends.
         `prompt_tokens` is router's estimate of the prompt, for answers that report no usage."""
         stream = bool(body.get("stream"))
-        headers = self._headers(ctx, target, client_headers, stream=stream)
+        headers, redact = self._headers(ctx, target, client_headers, stream=stream)
         ctx.provider = target.provider.name
         ctx.target = target
         ctx.attempts += 1
@@ -77,17 +85,22 @@ class Sender:
                 created=int(time.time()),
                 prompt_tokens=prompt_tokens,
                 keep_chunk_usage=translate.client_wants_usage(body, every_chunk=True),
+                redact=redact,
             )
             return await self._open_stream(ctx, target, payload, headers, deadline, relay, on_stream_end)
-        return await self._complete(ctx, target, payload, headers, deadline, answer_id, prompt_tokens)
+        return await self._complete(ctx, target, payload, headers, deadline, answer_id, prompt_tokens, redact)
 
     def _headers(
         self, ctx: RequestContext, target: Target, client_headers: Mapping[bytes, bytes], *, stream: bool
-    ) -> RawHeaders:
+    ) -> tuple[RawHeaders, Redactor]:
+        """What to send, and what to take out of the provider's text: every provider key, and
+        the value of any credential the client had forwarded (such configs only)."""
         headers = [*self._base_headers[target, stream], (b"x-request-id", ctx.request_id.encode())]
         conversation = client_headers.get(b"x-conversation-id")
         if conversation is not None and _HEADER_VALUE.match(conversation):
             headers.append((b"x-conversation-id", conversation))
+        credentials = self._credentials[target.provider.name]
+        sent: list[str] | None = None
         for name in self._forward[target.provider.name]:
             value = client_headers.get(name)
             if (
@@ -96,7 +109,11 @@ class Sender:
                 and _HEADER_VALUE.match(value)
             ):
                 headers.append((name, value))
-        return headers
+                if name in credentials:
+                    if sent is None:
+                        sent = []
+                    sent.append(value.decode("ascii"))
+        return headers, self._redact.plus(sent) if sent else self._redact
 
     # -- non-streaming -----------------------------------------------------------
 
@@ -109,6 +126,7 @@ class Sender:
         deadline: float,
         answer_id: str,
         prompt_tokens: int,
+        redact: Redactor,
     ) -> BytesResponse:
         provider = target.provider.name
         loop = asyncio.get_running_loop()
@@ -131,8 +149,8 @@ class Sender:
             if response is not None:
                 response.close()
         if response.status != 200:
-            raise _status_error(provider, response, answer)
-        parsed = _check_completion(provider, answer)
+            raise _status_error(provider, response, answer, redact)
+        parsed = _check_completion(provider, answer, redact)
         ctx.usage = Usage.from_json(parsed.get("usage"))
         if envelope.complete(
             parsed,
@@ -171,11 +189,11 @@ class Sender:
             ctx.upstream_headers = time.perf_counter() - started
             if response.status != 200:
                 async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
-                    raise _status_error(provider, response, await response.read())
+                    raise _status_error(provider, response, await response.read(), relay.redact)
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
                     answer = await response.read()
-                raise _status_error(provider, response, answer, expected="an event stream")
+                raise _status_error(provider, response, answer, relay.redact, expected="an event stream")
             first = await self._until_commit(relay, response, first_token_by)
             ctx.first_token = time.perf_counter() - started
             committed = True
@@ -232,21 +250,28 @@ class Sender:
 
 
 def _status_error(
-    provider: str, response: UpstreamResponse, answer: bytes, *, expected: str | None = None
+    provider: str,
+    response: UpstreamResponse,
+    answer: bytes,
+    redact: Redactor,
+    *,
+    expected: str | None = None,
 ) -> UpstreamError:
     if response.status == 200:
         # Some resellers answer errors with 200 and an error body.
-        parsed = classify.read_answer(502, answer)
+        parsed = classify.read_answer(502, answer, redact=redact)
         if parsed.message:
             return classify.to_error(provider, parsed)
         return UpstreamProtocolError(
             f"{provider}: answered with something other than {expected}", provider=provider
         )
     retry_after = classify.retry_after_seconds(response.headers.get("retry-after"))
-    return classify.to_error(provider, classify.read_answer(response.status, answer), retry_after=retry_after)
+    return classify.to_error(
+        provider, classify.read_answer(response.status, answer, redact=redact), retry_after=retry_after
+    )
 
 
-def _check_completion(provider: str, answer: bytes) -> JSON:
+def _check_completion(provider: str, answer: bytes, redact: Redactor) -> JSON:
     """A 200 whose body is not a chat completion is the provider's failure, not an answer.
     Returns the answer, parsed."""
     try:
@@ -254,7 +279,7 @@ def _check_completion(provider: str, answer: bytes) -> JSON:
     except orjson.JSONDecodeError:
         raise UpstreamProtocolError(f"{provider}: answered with invalid JSON", provider=provider) from None
     if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
-        error = classify.read_answer(502, answer)
+        error = classify.read_answer(502, answer, redact=redact)
         if isinstance(parsed, dict) and "error" in parsed:
             raise classify.to_error(provider, error)
         raise UpstreamProtocolError(f"{provider}: answered without choices", provider=provider)

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from .errors import UpstreamStatusError
+from .redact import NOTHING, Redactor
 
 MAX_RETRY_AFTER = 86400.0
 
@@ -86,8 +87,12 @@ class ProviderAnswer:
     param: str | None = None
 
 
-def read_answer(status: int, body: bytes) -> ProviderAnswer:
-    """Parse `{"error": {...}}`, `{"error": "..."}`, `{"message": ...}` or plain text."""
+def read_answer(status: int, body: bytes, *, redact: Redactor = NOTHING) -> ProviderAnswer:
+    """Parse `{"error": {...}}`, `{"error": "..."}`, `{"message": ...}` or plain text.
+
+    The one place a provider's words become router's text: every string kept passes
+    `redact` (router's credentials out, redact.py), so no client answer, stored answer or
+    log line built from it can carry a key. Router's callers always pass theirs."""
     try:
         payload: Any = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
@@ -95,19 +100,20 @@ def read_answer(status: int, body: bytes) -> ProviderAnswer:
     if isinstance(payload, dict):
         error = payload.get("error", payload)
         if isinstance(error, str):
-            return ProviderAnswer(status, error)
+            return ProviderAnswer(status, redact(error))
         if isinstance(error, dict):
             message = error.get("message") or error.get("msg") or payload.get("message") or ""
             code = error.get("code") or error.get("type")
             param = error.get("param")
             return ProviderAnswer(
                 status,
-                str(message),
-                code=str(code) if code not in (None, "") else None,
-                param=param if isinstance(param, str) and param else None,
+                redact(str(message)),
+                code=redact(str(code)) if code not in (None, "") else None,
+                param=redact(param) if isinstance(param, str) and param else None,
             )
     text = body.decode("utf-8", "replace").strip()
-    return ProviderAnswer(status, text[:300] if text and not text.startswith("<") else "")
+    # Redacted before it is cut: a key across the cut must not leave its first part.
+    return ProviderAnswer(status, redact(text)[:300] if text and not text.startswith("<") else "")
 
 
 def classify(answer: ProviderAnswer) -> Verdict:

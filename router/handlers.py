@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import TYPE_CHECKING
 
 import orjson
@@ -13,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 from . import capabilities, metrics
 from .context import SCOPE_KEY, RequestContext
 from .disconnect import DisconnectWatch
-from .errors import InvalidRequest, MethodNotAllowed, ModelNotFound, NotFound, RouterError
+from .errors import InvalidApiKey, InvalidRequest, MethodNotAllowed, ModelNotFound, NotFound, RouterError
 from .ledger import idempotency_key
 from .refusals import Replayed
 from .responses import BytesResponse, StreamResponse
@@ -126,8 +128,23 @@ async def readyz(request: Request) -> BytesResponse:
 
 
 async def metrics_text(request: Request) -> BytesResponse:
+    """GET /metrics, on the main port and on `server.metrics_port` alike. It names clients and
+    what is left of their budgets, so with `metrics.key` set it needs that key."""
+    key = runtime(request).config.metrics.key
+    if key is not None and not _bearer_is(request.headers.get("authorization"), key):
+        error = InvalidApiKey("GET /metrics needs 'Authorization: Bearer <metrics.key>'.")
+        # Answered here, not raised: the metrics listener need not have the envelope.
+        return BytesResponse(error.body(), status=error.status, headers=[(b"www-authenticate", b"Bearer")])
     body, content_type = metrics.exposition()
     return BytesResponse(body, headers=[], media_type=content_type.encode())
+
+
+def _bearer_is(authorization: str | None, key: str) -> bool:
+    """`authorization` is `Bearer <key>`, compared in constant time (digests: lengths too)."""
+    scheme, _, given = (authorization or "").partition(" ")
+    expected = hashlib.sha256(key.encode()).digest()
+    offered = hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest()
+    return hmac.compare_digest(expected, offered) and scheme.lower() == "bearer"
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:

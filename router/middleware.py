@@ -12,21 +12,57 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .access import CHAT_PATHS, CLIENT_CLOSED, finished
+from .config import Config
 from .context import SCOPE_KEY, RequestContext, accept_request_id
-from .errors import RequestTooLarge, RouterError
+from .errors import InvalidRequest, RequestTooLarge, RouterError
 
 log = logging.getLogger("router")
 
+READ_ONCE = (
+    b"authorization",
+    b"x-request-id",
+    b"x-idempotency-key",
+    b"idempotency-key",
+    b"x-conversation-id",
+)
+"""The request headers router itself reads (or always forwards)."""
+
+
+class OnceHeaders:
+    """The one rule for repeated request headers: each header router reads or forwards
+    (READ_ONCE, and every provider's `forward_headers`) may come once; twice is a 400 naming
+    it. Reading would take the first and forwarding the last; refusing both ways agrees.
+
+    Each name has its own bit, so the envelope's one pass over the headers finds a repeat
+    with an int, not a set per request. Set again when a reload swaps the config."""
+
+    __slots__ = ("bits",)
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.bits: dict[bytes, int] = {}
+        self.use(config)
+
+    def use(self, config: Config | None) -> None:
+        forwarded = (h for p in config.providers.values() for h in p.forward_headers) if config else ()
+        self.bits = _bits(forwarded)
+
+
+def _bits(forwarded: Iterable[str]) -> dict[bytes, int]:
+    names = dict.fromkeys([*READ_ONCE, *(h.lower().encode("ascii") for h in forwarded)])
+    return {name: 1 << i for i, name in enumerate(names)}
+
 
 class Envelope:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, once: OnceHeaders | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.once = once or OnceHeaders()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -34,9 +70,20 @@ class Envelope:
             return
         given = None
         length = None
-        for name, value in scope["headers"]:  # the first of each, as before
-            if name == b"x-request-id" and given is None:
-                given = value
+        once = self.once.bits
+        seen = 0  # one bit per header of `once` met so far (a small int: no allocation)
+        repeated = None
+        for name, value in scope["headers"]:
+            bit = once.get(name)
+            if bit is not None:
+                if seen & bit:
+                    repeated = name
+                    if name == b"x-request-id":
+                        given = None  # neither is echoed: the 400 gets an id of its own
+                    break
+                seen |= bit
+                if name == b"x-request-id":
+                    given = value
             elif name == b"content-length" and length is None:
                 length = value
         ctx = RequestContext(request_id=accept_request_id(given), started=time.perf_counter())
@@ -55,6 +102,11 @@ class Envelope:
                 ctx.ended = time.perf_counter()
 
         try:
+            if repeated is not None:
+                header = repeated.decode("latin-1")
+                raise InvalidRequest(
+                    f"The {header} header was sent more than once; send it once.", param=header
+                )
             if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
                 raise self._too_large()  # at once, without reading the body
             await self.app(scope, receive if length is not None else self._limited(receive), enveloped_send)

@@ -23,6 +23,7 @@ import orjson
 from . import classify, sse
 from .envelope import StreamEnvelope, usage_json
 from .errors import UpstreamConnectionLost, UpstreamError, UpstreamProtocolError
+from .redact import NOTHING, Redactor
 from .types import JSON, Usage
 
 
@@ -48,6 +49,7 @@ class StreamRelay:
         "only_dropped",
         "prompt_tokens",
         "provider",
+        "redact",
         "usage",
         "wants_usage",
     )
@@ -64,8 +66,11 @@ class StreamRelay:
         created: int = 0,
         prompt_tokens: int = 0,
         keep_chunk_usage: bool = False,
+        redact: Redactor = NOTHING,
     ):
         self.provider = provider
+        self.redact = redact
+        """Router's credentials, taken out of the provider's error text (classify.read_answer)."""
         self.wants_usage = wants_usage
         """The client asked for the usage-only chunk: it ends the stream, provider's or estimated."""
         self.expects_usage = expects_usage
@@ -180,7 +185,7 @@ class StreamRelay:
             return
         if sse.is_error(event, data):
             # Read like an HTTP error answer: a content-filter event is the client's fault.
-            answer = classify.read_answer(200, data)
+            answer = classify.read_answer(200, data, redact=self.redact)
             if not answer.message:
                 answer = replace(answer, message="error in the stream")
             raise classify.to_error(self.provider, answer)

@@ -20,6 +20,8 @@
                        the connection open)
 
     options on any fault: times=N (only the next N requests), after=N (let N pass first)
+    echo_auth          on status and stream_error: the error message quotes the request's
+                       Authorization (and X-Api-Key, if sent), as a careless provider does
 
 Instance faults are checked in order, first active one wins; a request can carry its
 own fault in the `X-Sim-Fault` header or a `sim_fault` body field, which wins over them.
@@ -43,7 +45,7 @@ KINDS = (
     "stream_error",
     "no_done",
 )
-_OPTIONS = ("retry_after", "code", "message", "location", "times", "after")
+_OPTIONS = ("retry_after", "code", "message", "location", "times", "after", "echo_auth")
 
 
 class FaultSpecError(ValueError):
@@ -60,6 +62,7 @@ class Fault:
     location: str | None = None
     times: int | None = None
     after: int = 0
+    echo_auth: bool = False
 
     @property
     def number(self) -> int:
@@ -93,6 +96,10 @@ def parse(spec: str) -> list[Fault]:
                 if not text.isdigit():
                     raise FaultSpecError(f"{name} takes a whole number, got {text!r}")
                 setattr(fault, name, int(text))
+            elif name == "echo_auth":
+                if text:
+                    raise FaultSpecError(f"echo_auth takes no value, got {text!r}")
+                fault.echo_auth = True
             else:
                 setattr(fault, name, text)
         _check(fault)

@@ -304,7 +304,8 @@ class _Exchange:
             headers = [("retry-after", self.fault.retry_after)] if self.fault.retry_after else []
             if self.fault.location:
                 headers.append(("location", self.fault.location))
-            body = checks.error_body(status, self.fault.code or code, self.fault.message or message)
+            message = self._echoed(self.fault.message or message)
+            body = checks.error_body(status, self.fault.code or code, message)
             return status, body, headers
         rejection = checks.check(self.dialect, self.body)
         if rejection is not None:
@@ -328,9 +329,20 @@ class _Exchange:
             settlement = "stl_" + os.urandom(12).hex()
         return [("x-request-id", request_id), ("x-settlement-key", settlement)]
 
+    def _echoed(self, message: str) -> str:
+        """The message, quoting the credentials the request carried when the fault says so."""
+        if self.fault is None or not self.fault.echo_auth:
+            return message
+        quoted = [f"Authorization: {self.request.headers.get('authorization', '')}"]
+        if "x-api-key" in self.request.headers:
+            quoted.append(f"X-Api-Key: {self.request.headers['x-api-key']}")
+        return f"{message} (you sent {'; '.join(quoted)})"
+
     def _stream_error(self, fault: Fault | None) -> None:
         code = fault.code if fault and fault.code else "api_error"
-        message = fault.message if fault and fault.message else "upstream model failed mid-answer"
+        message = self._echoed(
+            fault.message if fault and fault.message else "upstream model failed mid-answer"
+        )
         self.conn.send_events([b"data: " + checks.error_body(500, code, message) + b"\n\n"])
         self.conn.end_stream(self.request.keep_alive)
 
