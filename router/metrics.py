@@ -167,6 +167,26 @@ RELOADS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+CONNECTIONS_OPEN = Gauge(
+    "router_connections_open",
+    "Client connections open (the metrics listener's included).",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+CONNECTIONS_CLOSED = Counter(
+    "router_connections_closed_total",
+    "Client connections router ended at an edge limit (router/edge.py), by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+CLOSE_REASONS = (
+    "header_timeout",
+    "body_timeout",
+    "header_too_large",
+    "too_many_headers",
+    "max_connections",
+    "bad_request",
+)
 
 # The hot path's children, pre-bound.
 requests = Bound(REQUESTS)
@@ -177,6 +197,7 @@ tokens = Bound(TOKENS)
 cost = Bound(COST)
 stream_outcomes = Bound(STREAM_OUTCOMES)
 stream_events_dropped = Bound(STREAM_EVENTS_DROPPED)
+connections_closed = Bound(CONNECTIONS_CLOSED)
 
 NAMES = (
     "router_requests_total",
@@ -196,6 +217,8 @@ NAMES = (
     "router_budget_remaining",
     "router_quota_remaining",
     "router_config_reloads_total",
+    "router_connections_open",
+    "router_connections_closed_total",
 )
 """Every metric router exports, as scraped (counters with `_total`)."""
 
@@ -205,6 +228,8 @@ for _result in ("ok", "error"):
     RELOADS.labels(_result)
 for _outcome in ("completed", "error", "client_disconnected"):
     STREAM_OUTCOMES.labels(_outcome)
+for _reason in CLOSE_REASONS:
+    CONNECTIONS_CLOSED.labels(_reason)
 
 
 def attempt_outcome(error: UpstreamError | None) -> str:

@@ -13,11 +13,19 @@ import socket
 import sys
 import tempfile
 import threading
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from . import config as configuration
-from .config import Config
+from .config import Config, Server
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from .reload import ConfigSource
+    from .upstream import Upstream
 
 DEMO_KEY = "demo-provider-key"
 _SERVE_ENV = "ROUTER_SERVE_SPEC"  # how `serve --workers N` hands its choices to worker processes
@@ -48,6 +56,13 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     sock = _listen(host, port)
     if sock is None:
         return 1
+    sockets = [sock]
+    if config.server.metrics_port is not None:  # same host, its own listener (edge.MetricsListener)
+        metrics_sock = _listen(host, config.server.metrics_port)
+        if metrics_sock is None:
+            sock.close()
+            return 1
+        sockets.append(metrics_sock)
     sims = []
     try:
         if args.demo:
@@ -57,12 +72,13 @@ def serve(config: Config, args: argparse.Namespace) -> int:
             config = config.with_upstreams(
                 {name: s.base_url for name, s in zip(config.providers, sims, strict=True)}, DEMO_KEY
             )
-        _banner(config, sock, demo=args.demo)
-        return _run_uvicorn(config, sock, args)
+        _banner(config, sockets, demo=args.demo)
+        return _run_uvicorn(config, sockets, args)
     finally:
         for sim in sims:
             sim.stop()
-        sock.close()
+        for listening in sockets:
+            listening.close()
 
 
 def _listen(host: str, port: int) -> socket.socket | None:
@@ -90,18 +106,14 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _run_uvicorn(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
-    import uvicorn
+def uvicorn_config(app: Any, server: Server, **options: Any) -> uvicorn.Config:
+    """How router runs under uvicorn: `serve` (one process or each of --workers N) and the tests'
+    RouterThread alike. The protocol is edge.EdgeProtocol, which bounds each connection by
+    `server` (its limits and deadlines)."""
+    from .edge import EdgeConfig
 
-    # Before anything imports prometheus_client: it picks its storage from this variable.
-    made = _metrics_directory(workers=args.workers)
-    from . import logs
-    from .reload import ConfigSource
-
-    logs.setup()
-    options = {
+    settings: dict[str, Any] = {
         "loop": "uvloop",
-        "http": "httptools",
         "ws": "none",
         "lifespan": "on",
         "access_log": False,
@@ -111,8 +123,35 @@ def _run_uvicorn(config: Config, sock: socket.socket, args: argparse.Namespace) 
         # router reads no client address (X-Forwarded-For is neither trusted nor logged), so
         # uvicorn's proxy-headers layer would only cost a wrapper per request.
         "proxy_headers": False,
-        "timeout_graceful_shutdown": config.server.grace,
+        "timeout_graceful_shutdown": server.grace,
+        "backlog": BACKLOG,
+        **options,
     }
+    return EdgeConfig(app, limits=server, **settings)
+
+
+def router_app(
+    config: Config, *, source: ConfigSource | None = None, upstream: Upstream | None = None
+) -> Starlette:
+    """The app as served. With `server.metrics_port` the main port has no /metrics route (it
+    answers 404, like any unknown route): the metrics listener serves it."""
+    from .app import create_app
+
+    app = create_app(config, source=source, upstream=upstream)
+    if config.server.metrics_port is not None:
+        app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/metrics"]
+    return app
+
+
+def _run_uvicorn(config: Config, sockets: list[socket.socket], args: argparse.Namespace) -> int:
+    import uvicorn
+
+    # Before anything imports prometheus_client: it picks its storage from this variable.
+    made = _metrics_directory(workers=args.workers)
+    from . import logs
+    from .reload import ConfigSource
+
+    logs.setup()
     path = args.config or configuration.default_path()
     upstreams = {name: p.base_url for name, p in config.providers.items()} if args.demo else None
     if args.workers > 1:
@@ -121,20 +160,19 @@ def _run_uvicorn(config: Config, sock: socket.socket, args: argparse.Namespace) 
         ).decode()
         from uvicorn.supervisors import Multiprocess
 
-        # What uvicorn.run does with workers, on the socket bound above.
-        workers = uvicorn.Config("router.serve:worker_app", factory=True, workers=args.workers, **options)  # type: ignore[arg-type]
+        # What uvicorn.run does with workers, on the sockets bound above: each worker serves both
+        # the main port and the metrics port (whichever worker answers a scrape reports them all).
+        workers = uvicorn_config("router.serve:worker_app", config.server, factory=True, workers=args.workers)
         try:
-            Multiprocess(workers, sockets=[sock]).run()
+            Multiprocess(workers, sockets=sockets).run()
         except KeyboardInterrupt:
             pass
         finally:
             if made is not None:
                 shutil.rmtree(made, ignore_errors=True)
         return 0
-    from .app import create_app
-
     source = ConfigSource(path, demo=args.demo, upstreams=upstreams, demo_key=DEMO_KEY)
-    app = create_app(config, source=source)
+    app = router_app(config, source=source)
     _quiet_gc()
 
     class DrainingServer(uvicorn.Server):
@@ -154,7 +192,7 @@ def _run_uvicorn(config: Config, sock: socket.socket, args: argparse.Namespace) 
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
     try:
-        DrainingServer(uvicorn.Config(app, **options)).run(sockets=[sock])  # type: ignore[arg-type]
+        DrainingServer(uvicorn_config(app, config.server)).run(sockets=sockets)
     finally:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
@@ -181,13 +219,12 @@ def _metrics_directory(*, workers: int) -> str | None:
 def worker_app() -> object:
     """The app in a `--workers N` worker process, rebuilt from what `serve` decided."""
     from . import logs
-    from .app import create_app
     from .reload import ConfigSource
 
     logs.setup()
     spec = orjson.loads(os.environ[_SERVE_ENV])
     source = ConfigSource(spec["config"], demo=spec["demo"], upstreams=spec["upstreams"], demo_key=DEMO_KEY)
-    app = create_app(source.load(), source=source)
+    app = router_app(source.load(), source=source)
     _quiet_gc()
     return app
 
@@ -207,8 +244,8 @@ def _quiet_gc() -> None:
     gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
 
 
-def _banner(config: Config, sock: socket.socket, *, demo: bool) -> None:
-    host, port = sock.getsockname()[:2]  # what was bound: the port `--port 0` got
+def _banner(config: Config, sockets: list[socket.socket], *, demo: bool) -> None:
+    host, port = sockets[0].getsockname()[:2]  # what was bound: the port `--port 0` got
     # Every interface includes loopback: the line to try uses it.
     reach = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     url = f"http://{_address(reach, port)}"
@@ -233,6 +270,10 @@ def _banner(config: Config, sock: socket.socket, *, demo: bool) -> None:
         f"-d {shlex.quote(body)}",
         flush=True,
     )
+    for metrics_sock in sockets[1:]:
+        print(
+            f"router: metrics on http://{_address(host, metrics_sock.getsockname()[1])}/metrics", flush=True
+        )
 
 
 def _is_loopback(host: str) -> bool:

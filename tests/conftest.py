@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from router import config as configuration
-from router.app import create_app
+from router.serve import router_app, uvicorn_config
 from router.sim import SimServer
 from router.upstream import Upstream
 from tests.redis_fixtures import fresh_redis, redis_cluster, redis_server  # noqa: F401  (fixtures)
@@ -30,17 +30,8 @@ class RouterThread:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = config
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(config, upstream=upstream),
-                loop="uvloop",
-                http="httptools",
-                ws="none",
-                lifespan="on",
-                log_level="warning",
-                access_log=False,
-            )
-        )
+        # As `router serve` runs it: the same app, protocol (router/edge.py) and uvicorn options.
+        self.server = uvicorn.Server(uvicorn_config(router_app(config, upstream=upstream), config.server))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def start(self) -> RouterThread:

@@ -25,6 +25,7 @@ from .model import (
     Breaker,
     Client,
     Config,
+    Metrics,
     Routing,
     Server,
     State,
@@ -81,7 +82,10 @@ def parse(text: str, *, source: str = "<config>", demo: bool = False, env: Mappi
 
 def _read_config(tree: Any, p: Problems, *, demo: bool) -> Config:
     top = p.mapping(
-        tree, "", ("server", "state", "admin", "clients", "routing", "providers"), required=("providers",)
+        tree,
+        "",
+        ("server", "state", "admin", "metrics", "clients", "routing", "providers"),
+        required=("providers",),
     )
     providers = read_providers(top.get("providers"), p, demo=demo)
     clients = _clients(top.get("clients"), p, demo=demo)
@@ -89,6 +93,7 @@ def _read_config(tree: Any, p: Problems, *, demo: bool) -> Config:
         server=_server(top.get("server"), p),
         state=_state(top.get("state"), p),
         admin=_admin(top.get("admin"), p),
+        metrics=_metrics(top.get("metrics"), p),
         clients=clients,
         routing=_routing(top.get("routing"), p),
         providers=MappingProxyType(providers),
@@ -100,16 +105,60 @@ def _admin(raw: Any, p: Problems) -> Admin:
     return Admin(key=p.string(m.get("key"), "admin.key") or None)
 
 
+def _metrics(raw: Any, p: Problems) -> Metrics:
+    m = p.mapping(raw, "metrics", ("key",))
+    return Metrics(key=p.string(m.get("key"), "metrics.key") or None)
+
+
 def _server(raw: Any, p: Problems) -> Server:
-    m = p.mapping(raw, "server", ("host", "port", "max_body_bytes", "shutdown_delay", "grace"))
-    return Server(
-        host=p.string(m.get("host"), "server.host", _DEFAULT_SERVER.host, empty_ok=False),
-        port=p.integer(m.get("port"), "server.port", _DEFAULT_SERVER.port, lo=1, hi=65535),
-        max_body_bytes=p.integer(
-            m.get("max_body_bytes"), "server.max_body_bytes", _DEFAULT_SERVER.max_body_bytes, lo=1024
+    m = p.mapping(
+        raw,
+        "server",
+        (
+            "host",
+            "port",
+            "max_body_bytes",
+            "shutdown_delay",
+            "grace",
+            "max_header_bytes",
+            "max_headers",
+            "max_connections",
+            "metrics_port",
+            "header_timeout",
+            "body_idle_timeout",
+            "body_timeout",
+            "keepalive_timeout",
         ),
+    )
+    d = _DEFAULT_SERVER
+    port = p.integer(m.get("port"), "server.port", d.port, lo=1, hi=65535)
+    metrics_port = None
+    if m.get("metrics_port") is not None:
+        metrics_port = p.integer(m["metrics_port"], "server.metrics_port", 0, lo=1, hi=65535) or None
+        if metrics_port == port:
+            p.add("server.metrics_port", f"must differ from server.port ({port})")
+    return Server(
+        host=p.string(m.get("host"), "server.host", d.host, empty_ok=False),
+        port=port,
+        max_body_bytes=p.integer(m.get("max_body_bytes"), "server.max_body_bytes", d.max_body_bytes, lo=1024),
         shutdown_delay=_delay(m.get("shutdown_delay"), "server.shutdown_delay", p),
-        grace=p.duration(m.get("grace"), "server.grace", _DEFAULT_SERVER.grace),
+        grace=p.duration(m.get("grace"), "server.grace", d.grace),
+        max_header_bytes=p.integer(
+            m.get("max_header_bytes"), "server.max_header_bytes", d.max_header_bytes, lo=1024
+        ),
+        max_headers=p.integer(m.get("max_headers"), "server.max_headers", d.max_headers, lo=1),
+        max_connections=p.integer(
+            m.get("max_connections"), "server.max_connections", d.max_connections, lo=1
+        ),
+        metrics_port=metrics_port,
+        header_timeout=p.duration(m.get("header_timeout"), "server.header_timeout", d.header_timeout),
+        body_idle_timeout=p.duration(
+            m.get("body_idle_timeout"), "server.body_idle_timeout", d.body_idle_timeout
+        ),
+        body_timeout=p.duration(m.get("body_timeout"), "server.body_timeout", d.body_timeout),
+        keepalive_timeout=p.duration(
+            m.get("keepalive_timeout"), "server.keepalive_timeout", d.keepalive_timeout
+        ),
     )
 
 

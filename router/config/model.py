@@ -12,6 +12,7 @@ EMPTY: Mapping[str, Any] = MappingProxyType({})
 STRATEGIES = ("weighted", "ordered", "latency", "least_busy")
 FEATURES = ("tools", "tool_role", "image", "audio", "file", "json_object", "json_schema", "logprobs", "n")
 """What a request may use that not every provider accepts (providers.yaml `accepts`)."""
+ON_EXCEED = ("refuse", "cap")
 PERIODS = ("day", "month", "total")
 
 
@@ -55,6 +56,9 @@ class Allowance:
     per: str
     tokens: int | None = None
     cost: float | None = None
+    on_exceed: str = "refuse"
+    """A budget's answer to a request that needs more than is left: "refuse" (402) or "cap"
+    (send it with its completion lowered to fit). A key's quota has none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +165,22 @@ class Server:
     """SIGTERM: seconds to keep accepting (with /readyz 503) so load balancers notice first."""
     grace: float = 30.0
     """SIGTERM: seconds in-flight requests (streams) get to finish once new connections stop."""
+    # The edge (router/edge.py): what one client connection may cost before it is answered.
+    max_header_bytes: int = 65536
+    """The request line and headers together; past it 431, without reading further."""
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    """The whole head: from the connection's start, or from the next request's first byte."""
+    body_idle_timeout: float = 30.0
+    """The longest silence while a request body is still coming."""
+    body_timeout: float = 60.0
+    """The whole request body, from the end of its head."""
+    keepalive_timeout: float = 5.0
+    """An idle connection between requests (uvicorn's timeout_keep_alive)."""
+    max_connections: int = 10000
+    """Open client connections per process; one more is answered 503 and closed."""
+    metrics_port: int | None = None
+    """GET /metrics on its own listener at this port (same host); the main port then 404s it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +200,12 @@ class State:
 @dataclass(frozen=True, slots=True)
 class Admin:
     key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    key: str | None = field(default=None, repr=False)
+    """When set, GET /metrics needs `Authorization: Bearer <key>` (it names clients and budgets)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -204,6 +230,7 @@ class Config:
     server: Server = Server()
     state: State = State()
     admin: Admin = Admin()
+    metrics: Metrics = Metrics()
     clients: tuple[Client, ...] = ()
     routing: Routing = Routing()
     targets: Mapping[str, tuple[Target, ...]] = field(default_factory=lambda: EMPTY)
@@ -229,6 +256,7 @@ class Config:
             server=self.server,
             state=self.state,
             admin=self.admin,
+            metrics=self.metrics,
             clients=self.clients,
             routing=self.routing,
         )

@@ -27,7 +27,8 @@ DASHBOARD = MONITORING / "grafana-dashboard.json"
 
 KUBERNETES_VERSION = "1.29"  # the oldest release the manifests support (native sidecars)
 
-# SPEC §7 plus router_config_reloads_total: counters with their _total, histograms by base name.
+# SPEC §7 plus router_config_reloads_total and the edge's router_connections_*: counters with their
+# _total, histograms by base name.
 METRIC_NAMES = frozenset(
     {
         "router_requests_total",
@@ -47,6 +48,8 @@ METRIC_NAMES = frozenset(
         "router_budget_remaining",
         "router_quota_remaining",
         "router_config_reloads_total",
+        "router_connections_open",
+        "router_connections_closed_total",
     }
 )
 

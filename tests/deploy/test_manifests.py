@@ -328,14 +328,29 @@ def test_image_name_is_set_by_kustomize_images(overlay: Path, tmp_path: Path) ->
 # ---- monitoring
 
 
-def test_service_monitor_scrapes_the_shared_service() -> None:
+def test_service_monitor_scrapes_the_metrics_port_and_the_traffic_service_does_not_expose_it() -> None:
+    """/metrics has its own listener (server.metrics_port), reached through a Service of its own."""
     monitor = only(kustomize_build(MONITORING), "ServiceMonitor")
-    service = only(kustomize_build(SHARED), "Service", "router")
-    assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
-    port_names = {p["name"] for p in service["spec"]["ports"]}
+    docs = kustomize_build(SHARED)
+    deployment = only(docs, "Deployment", "router")
+    pod = deployment["spec"]["template"]["spec"]
+    container = router_container(pod)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert mounted_config(docs, pod, container).server.metrics_port == ports["metrics"]
+
+    services = [d for d in docs if d["kind"] == "Service"]
+    scraped = [
+        s for s in services if selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+    ]
+    assert [s["metadata"]["name"] for s in scraped] == ["router-metrics"]
+    (metrics_service,) = scraped
+    assert selects(metrics_service["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
+    by_name = {p["name"]: p for p in metrics_service["spec"]["ports"]}
     for endpoint in monitor["spec"]["endpoints"]:
-        assert endpoint["port"] in port_names
+        assert by_name[endpoint["port"]]["targetPort"] == "metrics"
         assert endpoint["path"] == "/metrics"
+    traffic = only(docs, "Service", "router")
+    assert {p["targetPort"] for p in traffic["spec"]["ports"]} == {"http"}
 
 
 # ---- the Dockerfile

@@ -157,6 +157,24 @@ def test_client_keys() -> None:
     ]
 
 
+def test_a_budget_refuses_by_default_caps_on_request_and_names_a_bad_on_exceed() -> None:
+    clients = textwrap.dedent("""
+        clients:
+          - {name: a, key: secret-1, budget: {tokens: 120, per: month}}
+          - {name: b, key: secret-2, budget: {cost: 5, per: day, on_exceed: cap}}
+    """)
+    config = parse(clients + MINIMAL, env={})
+    assert [c.budget.on_exceed for c in config.clients if c.budget] == ["refuse", "cap"]
+    bad = "clients:\n  - {name: a, key: secret-1, budget: {tokens: 9, on_exceed: truncate}}\n"
+    assert problems(bad + MINIMAL) == [
+        "clients[0].budget.on_exceed: expected one of refuse, cap, got 'truncate'"
+    ]
+    quota = MINIMAL.replace("keys: [k1]", "keys: [k1]\n    quota: {tokens: 9, on_exceed: cap}")
+    assert problems(quota) == [
+        "providers.p.quota.on_exceed: unknown key (expected one of: cost, per, tokens)"
+    ]
+
+
 def test_expansion_and_defaults() -> None:
     tree, missing = expand({"a": "${X}", "b": ["${Y:-dflt}", "x${X}y"], "c": "${Z}"}, {"X": "1", "Y": ""})
     assert tree == {"a": "1", "b": ["dflt", "x1y"], "c": ""}
@@ -170,6 +188,19 @@ def test_a_value_from_the_environment_is_never_parsed_as_yaml() -> None:
     assert config.admin.key == "a: b #c"
     found = problems(MINIMAL.replace("[k1]", '["${KEY}"]'), env={"KEY": "a: b #c"})
     assert found == ["providers.p.keys[0]: must be printable ASCII without spaces"]
+
+
+def test_metrics_key_defaults_to_none_and_expands_from_the_environment() -> None:
+    assert parse(MINIMAL, env={}).metrics.key is None
+    assert parse(MINIMAL + 'metrics: {key: "${MK:-}"}\n', env={}).metrics.key is None
+    config = parse(MINIMAL + 'metrics: {key: "${MK}"}\n', env={"MK": "m-secret"})
+    assert config.metrics.key == "m-secret"
+    assert "m-secret" not in repr(config)
+    assert config.with_upstreams({"p": "http://127.0.0.1:1"}, "demo").metrics.key == "m-secret"
+    assert problems(MINIMAL + "metrics: {keys: x}\n") == ["metrics.keys: unknown key (did you mean 'key'?)"]
+    assert problems(MINIMAL + 'metrics: {key: "${MK}"}\n') == [
+        "metrics.key: ${MK} is not set and has no default"
+    ]
 
 
 def test_durations() -> None:
@@ -244,3 +275,30 @@ def test_a_key_with_a_trailing_newline_is_refused_not_sent() -> None:
     # end the header block early. `$` in a regex matches before a final "\n"; the checks must not.
     found = problems(MINIMAL.replace("[k1]", '["${KEY}"]'), env={"KEY": "sk-abc\n"})
     assert found == ["providers.p.keys[0]: must be printable ASCII without spaces"]
+
+
+def test_server_edge_limits_have_defaults_and_are_checked() -> None:
+    server = parse(MINIMAL, env={}).server
+    assert (server.max_header_bytes, server.max_headers, server.max_connections) == (65536, 100, 10000)
+    assert (server.header_timeout, server.body_idle_timeout, server.body_timeout) == (10.0, 30.0, 60.0)
+    assert (server.keepalive_timeout, server.metrics_port) == (5.0, None)
+    custom = parse(
+        "server: {max_header_bytes: 8192, max_headers: 20, header_timeout: 2s, body_idle_timeout: 500ms,"
+        " body_timeout: 1m, keepalive_timeout: 1s, max_connections: 50, metrics_port: 9090}\n" + MINIMAL,
+        env={},
+    ).server
+    assert (custom.max_header_bytes, custom.max_headers, custom.max_connections) == (8192, 20, 50)
+    assert (custom.header_timeout, custom.body_idle_timeout, custom.body_timeout) == (2.0, 0.5, 60.0)
+    assert (custom.keepalive_timeout, custom.metrics_port) == (1.0, 9090)
+    assert sorted(
+        problems(
+            "server: {port: 9000, metrics_port: 9000, max_header_bytes: 100, max_headers: 0,"
+            " header_timeout: 10, max_connections: -1}\n" + MINIMAL
+        )
+    ) == [
+        "server.header_timeout: expected a duration like 250ms, 5s or 2m, got 10",
+        "server.max_connections: must be at least 1, got -1",
+        "server.max_header_bytes: must be at least 1024, got 100",
+        "server.max_headers: must be at least 1, got 0",
+        "server.metrics_port: must differ from server.port (9000)",
+    ]

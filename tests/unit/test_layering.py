@@ -17,14 +17,14 @@ ONLY_IN = {
     "redis": {"state.redis"},
     "hiredis": {"state.redis"},
     "prometheus_client": {"metrics"},
-    "uvicorn": {"serve"},
-    "httptools": {"sim.http", "http1"},
+    "uvicorn": {"serve", "edge"},
+    "httptools": {"sim.http", "http1", "edge"},
     "yaml": {"config.load"},
 }
 
 # Lower layers first; a module may import only modules of its own layer or below.
 LAYERS = [
-    {"types", "errors"},
+    {"types", "errors", "redact"},
     {"config", "sse", "context", "http1", "state", "watchdog"},
     {
         "translate",
@@ -51,7 +51,7 @@ LAYERS = [
     {"gauges"},
     {"handlers"},
     {"admin"},
-    {"app"},
+    {"app", "edge"},
     {"serve"},
     {"cli"},
 ]
