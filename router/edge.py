@@ -41,7 +41,15 @@ from uvicorn.server import ServerState
 
 from . import handlers, metrics
 from .config import Server
-from .errors import InvalidRequest, MethodNotAllowed, NotFound, RouterError
+from .errors import (
+    HeadersTooLarge,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    RequestTimeout,
+    RouterError,
+    TooManyConnections,
+)
 from .responses import BytesResponse
 
 log = logging.getLogger("router")
@@ -52,21 +60,6 @@ _SLACK = 0.002  # a timer may fire this early (the loop's clock is read once per
 
 _IDLE, _HEAD, _BODY, _CLOSING = 0, 1, 2, 3
 """A connection's phase. IDLE: its request is with the app, or it waits for the next one."""
-
-
-class HeadersTooLarge(RouterError):
-    status = 431
-    code = "request_header_fields_too_large"
-
-
-class RequestTimeout(RouterError):
-    status = 408
-    code = "request_timeout"
-
-
-class TooManyConnections(RouterError):
-    status = 503
-    code = "too_many_connections"
 
 
 class _Refused(Exception):

@@ -10,11 +10,14 @@
     │   └── ModelNotFound            404 model_not_found
     ├── MethodNotAllowed             405 method_not_allowed
     ├── IdempotencyConflict          409 idempotency_conflict (the same key is still running)
+    ├── RequestTimeout               408 request_timeout (the client was too slow to send it)
     ├── RequestTooLarge              413 request_too_large
     ├── IdempotencyKeyReused         422 idempotency_key_reused (same key, different body)
     ├── RateLimited                  429 rate_limit_exceeded (a client limit)
+    ├── HeadersTooLarge              431 request_header_fields_too_large
     ├── NoProviderAvailable          503 no_provider_available
     ├── StateUnavailable             503 state_unavailable (shared state down; exactly-once needs it)
+    ├── TooManyConnections           503 too_many_connections (server.max_connections)
     └── UpstreamError                502 upstream_error: an attempt at a provider failed
         ├── UpstreamConnectError     could not connect
         ├── UpstreamConnectionLost   reset or closed mid-answer
@@ -122,6 +125,21 @@ class MethodNotAllowed(RouterError):
 class RequestTooLarge(RouterError):
     status = 413
     code = "request_too_large"
+
+
+class RequestTimeout(RouterError):
+    status = 408
+    code = "request_timeout"
+
+
+class HeadersTooLarge(RouterError):
+    status = 431
+    code = "request_header_fields_too_large"
+
+
+class TooManyConnections(RouterError):
+    status = 503
+    code = "too_many_connections"
 
 
 class InsufficientQuota(RouterError):
