@@ -1,18 +1,27 @@
 """Every provider's connection pool, and the boundary for its errors.
 
 Requests go through http1.Pool, router's own lean HTTP/1.1 client (see its docstring for
-why not httpx or aiohttp). The client is chosen in one place (`client_factory`) and can be
-replaced without touching anything else: tests bring clients that fail on purpose.
+why not httpx or aiohttp). The pool is chosen in one place (`client_factory`) and can be
+replaced without touching anything else: tests bring pools that fail on purpose.
+
+Pools are per origin: providers on one host share its connections, and a request's target is
+the provider's base path plus the endpoint's (`/chat/completions`, `/embeddings` ...). How a
+pool reaches its origin is decided here once, at startup: the proxy from the environment
+(router/egress.py) and the trust store from providers.yaml `tls`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import ssl
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Protocol
+from urllib.parse import urlsplit
 
-from . import http1
-from .config import Provider, Target
+from . import egress, http1
+from .config import TLS, Provider, Target
 from .errors import (
     UpstreamConnectError,
     UpstreamConnectionLost,
@@ -54,10 +63,14 @@ def mapped(provider: str, exc: http1.HTTPError) -> UpstreamError:
     raise AssertionError("unreachable: the last row matches every HTTPError")  # pragma: no cover
 
 
-class Client(Protocol):
-    """What Upstream needs of a provider's connection pool (http1.Pool)."""
+class OriginPool(Protocol):
+    """What Upstream needs of the connections to one origin (http1.Pool): send one request for
+    a target (path and query) and return once the answer's status and headers arrived, raising
+    only http1.HTTPError for what went wrong on the way."""
 
-    async def post(self, headers: http1.Headers, body: bytes) -> http1.Response: ...
+    async def request(
+        self, method: bytes, target: bytes, headers: http1.Headers, body: bytes
+    ) -> http1.HTTPResponse: ...
 
     async def aclose(self) -> None: ...
 
@@ -67,7 +80,7 @@ class UpstreamResponse:
 
     __slots__ = ("_provider", "_response", "headers", "status")
 
-    def __init__(self, response: http1.Response, provider: str):
+    def __init__(self, response: http1.HTTPResponse, provider: str):
         self._response = response
         self._provider = provider
         self.status = response.status
@@ -97,31 +110,85 @@ class UpstreamResponse:
         self._response.release()
 
 
-ClientFactory = Callable[[Provider], Client]
+ClientFactory = Callable[[Provider], OriginPool]
+"""Makes the pool for a provider's origin; called once per origin (and TLS setting)."""
+
+CHAT = "/chat/completions"
 
 
 class Upstream:
     """Every provider's connection pool. Open in the app's lifespan, closed on shutdown."""
 
     def __init__(self, providers: Mapping[str, Provider], *, client_factory: ClientFactory):
-        self._clients = {name: client_factory(p) for name, p in providers.items()}
+        pools: dict[tuple[str, TLS], OriginPool] = {}
+        self._routes: dict[str, tuple[OriginPool, bytes, bytes]] = {}
+        """Provider -> its origin's pool, its base path and its base URL's query."""
+        for name, p in providers.items():
+            origin, path, query = split_base_url(p.base_url)
+            key = (origin, p.tls)
+            if key not in pools:
+                pools[key] = client_factory(p)
+            suffix = f"?{query}".encode("ascii") if query else b""
+            self._routes[name] = (pools[key], path.encode("ascii"), suffix)
+        self._pools = list(pools.values())
 
     @classmethod
-    def pooled(cls, providers: Mapping[str, Provider], *, connect_timeout: float) -> Upstream:
-        return cls(
-            providers, client_factory=lambda p: http1.Pool(p.chat_url, connect_timeout=connect_timeout)
-        )
+    def pooled(
+        cls,
+        providers: Mapping[str, Provider],
+        *,
+        connect_timeout: float,
+        environ: Mapping[str, str] | None = None,
+    ) -> Upstream:
+        """Real pools. Proxies come from `environ` (the process's environment when None)."""
+        routes = egress.from_environ(os.environ if environ is None else environ)
+        contexts: dict[TLS, ssl.SSLContext] = {}
 
-    async def send(self, target: Target, body: bytes, headers: RawHeaders) -> UpstreamResponse:
-        """POST a chat completion; returns once the provider's status and headers arrived."""
+        def pool(p: Provider) -> http1.Pool:
+            origin, _, _ = split_base_url(p.base_url)
+            parts = urlsplit(origin)
+            scheme, host = parts.scheme, parts.hostname or ""
+            port = parts.port or (443 if scheme == "https" else 80)
+            context = None
+            if scheme == "https":
+                if p.tls not in contexts:
+                    contexts[p.tls] = tls_context(p.tls)
+                context = contexts[p.tls]
+            return http1.Pool(
+                origin,
+                connect_timeout=connect_timeout,
+                ssl_context=context,
+                proxy=routes.proxy_for(scheme, host, port),
+            )
+
+        return cls(providers, client_factory=pool)
+
+    async def send(
+        self, target: Target, body: bytes, headers: RawHeaders, *, endpoint: str = CHAT
+    ) -> UpstreamResponse:
+        """POST to the provider's `endpoint` (appended to its base URL's path); returns once
+        the provider's status and headers arrived."""
         provider = target.provider.name
+        pool, path, query = self._routes[provider]
         with map_client_errors(provider):
-            response = await self._clients[provider].post(headers, body)
+            response = await pool.request(b"POST", path + endpoint.encode("ascii") + query, headers, body)
         return UpstreamResponse(response, provider)
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
+        await asyncio.gather(*(pool.aclose() for pool in self._pools))  # TLS goodbyes overlap
+
+
+def split_base_url(url: str) -> tuple[str, str, str]:
+    """A base URL's origin (scheme://host:port, no userinfo), path (no trailing /) and query."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{netloc}", parts.path.rstrip("/"), parts.query
+
+
+def tls_context(tls: TLS) -> ssl.SSLContext:
+    """Verifies certificates and host names; `ca_file` replaces the system's trust store, which
+    OpenSSL reads from SSL_CERT_FILE / SSL_CERT_DIR when they are set."""
+    return ssl.create_default_context(cafile=tls.ca_file)
 
 
 def base_headers(target: Target, *, stream: bool) -> RawHeaders:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import orjson
 
+from tests.threaded import LoopThread
+
 Step = tuple[float, bytes]
 
 
@@ -31,40 +33,22 @@ def chunk(index: int = 0, finish: object = None, **delta: object) -> bytes:
     )
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(LoopThread):
     def __init__(self, script: Sequence[Step]):
         self.script = list(script)
         self.requests = 0
         self.closed = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.start_thread("scripted-upstream")
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> ScriptedUpstream:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-        self._loop.close()
-
     async def _serve(self) -> None:
-        self._stop = asyncio.Event()
         self._handlers: set[asyncio.Task[None]] = set()
         server = await asyncio.start_server(self._track, "127.0.0.1", 0)
         self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        await self._stop.wait()
+        await self.listening().wait()
         server.close()
         for task in self._handlers:  # keep-alive connections from the router stay open otherwise
             task.cancel()

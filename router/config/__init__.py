@@ -4,6 +4,7 @@ from .expand import parse_duration
 from .load import ConfigError, default_path, load, parse
 from .model import (
     FEATURES,
+    TLS,
     Admin,
     Allowance,
     Breaker,
@@ -27,6 +28,7 @@ from .providers import DIALECTS
 __all__ = [
     "DIALECTS",
     "FEATURES",
+    "TLS",
     "Admin",
     "Allowance",
     "Breaker",

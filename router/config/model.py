@@ -96,6 +96,14 @@ class ProviderKey:
 
 
 @dataclass(frozen=True, slots=True)
+class TLS:
+    """How a provider's certificate is checked (providers.yaml `tls`)."""
+
+    ca_file: str | None = None
+    """A PEM bundle trusted instead of the system's store (SSL_CERT_FILE sets that store)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     name: str
     base_url: str
@@ -110,6 +118,7 @@ class Provider:
     stream_usage: bool = True
     """Whether the provider takes `stream_options.include_usage` (else it is removed)."""
     probe: Probe | None = None
+    tls: TLS = TLS()
 
     @property
     def chat_url(self) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
 from .fields import Problems
-from .model import FEATURES, ModelRoute, ParamRules, Price, Probe, Provider, ProviderKey
+from .model import FEATURES, TLS, ModelRoute, ParamRules, Price, Probe, Provider, ProviderKey
 
 DIALECTS = ("trinity", "chenyu", "real200")
 DEMO_PLACEHOLDER_URL = "http://demo.invalid"
@@ -49,6 +50,7 @@ _PROVIDER_KEYS = (
     "stream_usage",
     "accepts",
     "probe",
+    "tls",
 )
 
 
@@ -89,7 +91,21 @@ def _provider(name: str, raw: Any, path: str, p: Problems, *, demo: bool) -> Pro
         forward_headers=_forward_headers(m.get("forward_headers"), f"{path}.forward_headers", p),
         stream_usage=p.boolean(m.get("stream_usage"), f"{path}.stream_usage", True),
         probe=_probe(m.get("probe"), f"{path}.probe", models, p),
+        tls=_tls(m.get("tls"), f"{path}.tls", p),
     )
+
+
+def _tls(raw: Any, path: str, p: Problems) -> TLS:
+    m = p.mapping(raw, path, ("ca_file",))
+    ca_file = p.string(m.get("ca_file"), f"{path}.ca_file") or None
+    if ca_file is not None:
+        try:  # loaded now, so a missing or broken bundle stops the start, not the first call
+            ssl.create_default_context(cafile=ca_file)
+        except FileNotFoundError:
+            p.add(f"{path}.ca_file", f"no such file: {ca_file}")
+        except (OSError, ssl.SSLError) as exc:
+            p.add(f"{path}.ca_file", f"cannot load {ca_file} as PEM certificates ({type(exc).__name__})")
+    return TLS(ca_file=ca_file)
 
 
 def _probe(raw: Any, path: str, models: Mapping[str, ModelRoute], p: Problems) -> Probe | None:

@@ -142,7 +142,7 @@ def serve(variant: str, port: int, upstream: str) -> int:
             limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
             state["client"] = httpx.AsyncClient(transport=Theirs(limits=limits))
         elif variant == "router-http1":
-            state["pool"] = http1.Pool(upstream, connect_timeout=5)
+            state["pool"] = http1.Pool(f"{url.scheme}://{url.netloc.decode()}", connect_timeout=5)
         else:
             import aiohttp
 
@@ -156,7 +156,7 @@ def serve(variant: str, port: int, upstream: str) -> int:
             return Response(answer.content, status_code=answer.status_code, media_type="application/json")
         if "pool" in state:
             raw = [(k.encode(), v.encode()) for k, v in headers.items()]
-            reply = await state["pool"].post(raw, body)
+            reply = await state["pool"].request(b"POST", url.raw_path, raw, body)
             content = await reply.read()
             reply.close()
             return Response(content, status_code=reply.status, media_type="application/json")

@@ -12,11 +12,12 @@ import pytest
 from router import http1
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+CHAT = b"/v1/chat/completions"
 
 
 @asynccontextmanager
 async def server(handler: Handler) -> AsyncIterator[tuple[str, list[int]]]:
-    """A raw TCP server on 127.0.0.1; yields its URL and a list of connection numbers served."""
+    """A raw TCP server on 127.0.0.1; yields its origin and a list of connection numbers served."""
     connections: list[int] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -31,7 +32,7 @@ async def server(handler: Handler) -> AsyncIterator[tuple[str, list[int]]]:
     srv = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}/v1/chat/completions", connections
+        yield f"http://127.0.0.1:{port}", connections
     finally:
         srv.close()
 
@@ -68,7 +69,7 @@ async def test_a_request_reaches_the_path_with_its_headers_and_body() -> None:
 
     async with server(handler) as (url, _):
         pool = http1.Pool(url, connect_timeout=2)
-        response = await pool.post([(b"authorization", b"Bearer k")], b'{"a":1}')
+        response = await pool.request(b"POST", CHAT, [(b"authorization", b"Bearer k")], b'{"a":1}')
         assert response.status == 200
         assert response.headers["content-type"] == "application/json"
         assert response.headers["x-multi"] == "a, b"
@@ -84,12 +85,12 @@ async def test_connections_are_kept_alive_and_reused_once_read_to_the_end() -> N
     async with server(echo_forever) as (url, connections):
         pool = http1.Pool(url, connect_timeout=2)
         for i in range(5):
-            response = await pool.post([], b"%d" % i)
+            response = await pool.request(b"POST", CHAT, [], b"%d" % i)
             assert await response.read() == b"echo:%d" % i
             response.close()
         assert len(connections) == 1
         # Concurrent requests each need a connection of their own; afterwards all are pooled.
-        responses = await asyncio.gather(*(pool.post([], b"x") for _ in range(3)))
+        responses = await asyncio.gather(*(pool.request(b"POST", CHAT, [], b"x") for _ in range(3)))
         for response in responses:
             assert await response.read() == b"echo:x"
             response.close()
@@ -100,9 +101,9 @@ async def test_connections_are_kept_alive_and_reused_once_read_to_the_end() -> N
 async def test_an_answer_not_read_to_its_end_closes_its_connection() -> None:
     async with server(echo_forever) as (url, connections):
         pool = http1.Pool(url, connect_timeout=2)
-        response = await pool.post([], b"abandoned")
+        response = await pool.request(b"POST", CHAT, [], b"abandoned")
         response.close()  # body never read
-        response = await pool.post([], b"next")
+        response = await pool.request(b"POST", CHAT, [], b"next")
         assert await response.read() == b"echo:next"
         response.close()
         assert len(connections) == 2
@@ -124,7 +125,7 @@ async def test_chunked_pieces_arrive_as_they_are_sent() -> None:
 
     async with server(handler) as (url, _):
         pool = http1.Pool(url, connect_timeout=2)
-        response = await pool.post([], b"")
+        response = await pool.request(b"POST", CHAT, [], b"")
         chunks = response.chunks()
         assert await asyncio.wait_for(anext(chunks), 2) == b"data:1"  # before the rest was sent
         go_on.set()
@@ -143,7 +144,7 @@ async def test_an_answer_without_length_ends_with_its_connection() -> None:
 
     async with server(handler) as (url, _):
         pool = http1.Pool(url, connect_timeout=2)
-        response = await pool.post([], b"")
+        response = await pool.request(b"POST", CHAT, [], b"")
         assert await response.read() == b"all of it"
         response.close()
         await pool.aclose()
@@ -159,7 +160,7 @@ async def test_a_gzip_answer_is_decompressed() -> None:
 
     async with server(handler) as (url, _):
         pool = http1.Pool(url, connect_timeout=2)
-        response = await pool.post([], b"")
+        response = await pool.request(b"POST", CHAT, [], b"")
         assert await response.read() == body
         response.close()
         await pool.aclose()
@@ -184,7 +185,7 @@ async def test_broken_answers_raise_what_happened(sent: bytes, error: type[Excep
     async with server(handler) as (url, _):
         pool = http1.Pool(url, connect_timeout=2)
         with pytest.raises(error, match=message):
-            response = await pool.post([], b"")
+            response = await pool.request(b"POST", CHAT, [], b"")
             await response.read()
         await pool.aclose()
 
@@ -195,11 +196,12 @@ async def test_connect_failures_are_told_apart() -> None:
     srv.close()
     await srv.wait_closed()
     with pytest.raises(http1.ConnectFailed, match="could not connect"):
-        await http1.Pool(f"http://127.0.0.1:{port}/x", connect_timeout=2).post([], b"")
+        await http1.Pool(f"http://127.0.0.1:{port}", connect_timeout=2).request(b"POST", b"/x", [], b"")
     # 192.0.2.0/24 is TEST-NET: never routed, so the connect can only time out (or be refused
     # at once by a machine without a route; either way it is a connect failure, never a hang).
     with pytest.raises(http1.ConnectFailed):
-        await asyncio.wait_for(http1.Pool("http://192.0.2.1:9/x", connect_timeout=0.2).post([], b""), 5)
+        pool = http1.Pool("http://192.0.2.1:9", connect_timeout=0.2)
+        await asyncio.wait_for(pool.request(b"POST", b"/x", [], b""), 5)
 
 
 async def test_a_connection_the_server_dropped_while_idle_is_not_reused() -> None:
@@ -211,7 +213,7 @@ async def test_a_connection_the_server_dropped_while_idle_is_not_reused() -> Non
     async with server(one_answer_then_close) as (url, connections):
         pool = http1.Pool(url, connect_timeout=2)
         for _ in range(3):
-            response = await pool.post([], b"")
+            response = await pool.request(b"POST", CHAT, [], b"")
             assert await response.read() == b"ok"
             response.close()
             await asyncio.sleep(0.05)  # the close reaches the client while the connection idles
@@ -232,13 +234,13 @@ async def test_cancelling_mid_answer_never_returns_the_connection_to_the_pool() 
 
     async with server(slow_then_echo) as (url, connections):
         pool = http1.Pool(url, connect_timeout=2)
-        response = await pool.post([], b"slow")
+        response = await pool.request(b"POST", CHAT, [], b"slow")
         chunks = response.chunks()
         assert await anext(chunks) == b"a"
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(anext(chunks), 0.1)
         response.close()
-        response = await pool.post([], b"fresh")
+        response = await pool.request(b"POST", CHAT, [], b"fresh")
         assert await response.read() == b"echo:fresh"
         response.close()
         assert len(connections) == 2
@@ -260,7 +262,7 @@ async def test_a_slow_reader_pauses_the_socket_instead_of_buffering_everything()
 
     async with server(flood) as (url, _):
         pool = http1.Pool(url, connect_timeout=2)
-        response = await pool.post([], b"")
+        response = await pool.request(b"POST", CHAT, [], b"")
         chunks = response.chunks()
         await anext(chunks)
         await asyncio.sleep(0.5)  # the reader stalls: the server must stall too
@@ -286,7 +288,7 @@ async def test_a_body_without_length_cut_by_a_reset_is_an_error_not_an_answer() 
 
     async with server(handler) as (url, _):
         pool = http1.Pool(url, connect_timeout=2)
-        response = await pool.post([], b"")
+        response = await pool.request(b"POST", CHAT, [], b"")
         with pytest.raises(http1.ConnectionLost):
             await response.read()
         await pool.aclose()
@@ -306,7 +308,7 @@ async def test_a_stream_read_to_its_done_gets_its_connection_pooled_when_the_end
     async with server(handler) as (url, connections):
         pool = http1.Pool(url, connect_timeout=2)
         for _ in range(3):
-            response = await pool.post([], b"")
+            response = await pool.request(b"POST", CHAT, [], b"")
             assert await response.next_chunk() == b"data: [DONE]\n\n"
             response.release()  # before the terminator has arrived
             await asyncio.sleep(0.1)
@@ -333,7 +335,7 @@ async def test_answers_that_cannot_be_relayed_are_refused(sent: bytes, message: 
     async with server(handler) as (url, _):
         pool = http1.Pool(url, connect_timeout=2)
         with pytest.raises(http1.HTTPError, match=message):
-            response = await pool.post([], b"")
+            response = await pool.request(b"POST", CHAT, [], b"")
             await response.read()
         await pool.aclose()
 
@@ -347,10 +349,41 @@ async def test_closing_the_pool_wakes_a_reader_mid_answer() -> None:
 
     async with server(slow) as (url, _):
         pool = http1.Pool(url, connect_timeout=2)
-        response = await pool.post([], b"")
+        response = await pool.request(b"POST", CHAT, [], b"")
         assert await response.next_chunk() == b"a"
         waiting = asyncio.ensure_future(response.next_chunk())
         await asyncio.sleep(0.05)
         await pool.aclose()  # a reload retiring a runtime, or shutdown
         with pytest.raises(http1.ConnectionLost):
             await asyncio.wait_for(waiting, 2)
+
+
+async def test_one_pool_serves_its_origin_and_each_request_names_its_target() -> None:
+    lines: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, _ = await read_request(reader)
+            lines.append(head.split(b"\r\n")[0])
+            writer.write(answer(b"{}"))
+            await writer.drain()
+
+    async with server(handler) as (origin, connections):
+        pool = http1.Pool(origin, connect_timeout=2)
+        for method, target in [(b"POST", CHAT), (b"POST", b"/v1/embeddings?x=1"), (b"GET", b"/v1/models")]:
+            response = await pool.request(method, target, [], b"")
+            await response.read()
+            response.close()
+        await pool.aclose()
+    assert lines == [
+        b"POST /v1/chat/completions HTTP/1.1",
+        b"POST /v1/embeddings?x=1 HTTP/1.1",
+        b"GET /v1/models HTTP/1.1",
+    ]
+    assert len(connections) == 1
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:1/v1", "http://127.0.0.1:1?q=1", "ftp://host", "http://"])
+def test_a_pool_is_for_an_origin_only(url: str) -> None:
+    with pytest.raises(ValueError):
+        http1.Pool(url, connect_timeout=1)

@@ -547,7 +547,7 @@ def test_a_declared_oversized_body_is_refused_without_reading_it(sim: Sim, route
 
 def test_unexpected_errors_are_500_with_the_request_id_and_no_traceback(sim: Sim, router: Router) -> None:
     class Broken:
-        async def post(self, headers: object, body: bytes) -> Any:
+        async def request(self, method: bytes, target: bytes, headers: object, body: bytes) -> Any:
             raise ZeroDivisionError("a bug")
 
         async def aclose(self) -> None:

@@ -24,7 +24,7 @@ ONLY_IN = {
 
 # Lower layers first; a module may import only modules of its own layer or below.
 LAYERS = [
-    {"types", "errors", "redact"},
+    {"types", "errors", "redact", "egress"},
     {"config", "sse", "context", "http1", "state", "watchdog"},
     {
         "translate",
