@@ -1,9 +1,15 @@
 """One attempt at one target: send the request, and read it to an answer the client can be given.
 
-An attempt is all-or-nothing up to the stream's commit point: it either returns a response
-ready to send (a whole answer, or a stream whose first content is in hand), or raises an
-UpstreamError that says whether another attempt may help. It never sends the client
-anything itself, so the caller can always try elsewhere.
+An attempt is all-or-nothing up to its commit point, the first content of the answer: it
+either returns what can be sent (a whole answer, or a stream whose first content is in
+hand), or raises an UpstreamError that says whether another attempt may help. It never
+sends the client anything itself, so the caller can always try elsewhere.
+
+A request the client did not ask to stream is still read as a stream where the provider
+streams (providers.yaml `streaming`), and the events are gathered into one answer: a
+provider that takes the request and then says nothing is left after `first_token`, not
+after the whole deadline. Past the commit point the attempt's end is the request's, as
+for a stream: a failure then is returned with what was read, not retried.
 """
 
 from __future__ import annotations
@@ -11,25 +17,65 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import orjson
 
-from . import classify, envelope, translate
+from . import classify, envelope, sse
+from .aggregate import CompletionAggregate
+from .call import Call
 from .config import Config, Target
-from .context import RequestContext
 from .errors import DeadlineExceeded, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .redact import Redactor, is_credential_header
 from .relay import StreamRelay
-from .responses import BytesResponse, StreamResponse, report_dropped
+from .responses import report_dropped
 from .types import JSON, RawHeaders, Usage
 from .upstream import Upstream, UpstreamResponse, base_headers
 
 _HEADER_VALUE = re.compile(rb"^[\x20-\x7e]{1,1024}\Z")
 
-Response = BytesResponse | StreamResponse
 
-__all__ = ["Response", "Sender", "StreamResponse"]
+@dataclass(slots=True)
+class Tally:
+    """What a request's attempts have done so far. Its exchange owns it and reads it however
+    the request ends; each attempt adds to it as it goes."""
+
+    attempts: int = 0
+    """Upstream requests actually sent (SPEC §8: not skipped targets, not waits)."""
+    target: Target | None = None
+    """The target of the last attempt (the answering one, once there is an answer)."""
+    upstream_wait: float = 0.0
+    """Seconds spent waiting on providers (attempts, backoffs, Retry-After) before the answer started."""
+    upstream_headers: float | None = None
+    """The last attempt's time to its response headers, in seconds."""
+    first_token: float | None = None
+    """The last attempt's time to its first content (or its whole answer), in seconds."""
+    reading: StreamRelay | None = None
+    """The stream the last attempt read: what it used so far, should the client leave."""
+
+
+@dataclass(frozen=True, slots=True)
+class Whole:
+    """A whole answer: the provider's, or gathered from its stream."""
+
+    body: bytes
+    usage: Usage
+    """The provider's usage, or router's estimate where it reported none (`estimated`)."""
+    estimated: bool
+    failure: UpstreamError | None = None
+    """A gathered stream that broke past its commit point: the request's answer is this
+    error, and `usage` is what was read before it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A stream past its commit point: the rest is the stream response's to relay."""
+
+    upstream: UpstreamResponse
+    relay: StreamRelay
+    first: bytes
+    """The events held back until the commit point, for the client."""
 
 
 class Sender:
@@ -55,47 +101,58 @@ class Sender:
 
     async def send(
         self,
-        ctx: RequestContext,
-        body: JSON,
+        call: Call,
         target: Target,
         upstream_body: JSON,
-        client_headers: Mapping[bytes, bytes],
         deadline: float,
+        tally: Tally,
         *,
-        on_stream_end: Callable[[str, UpstreamError | None], None],
-        prompt_tokens: int = 0,
-    ) -> Response:
-        """One attempt. `on_stream_end(outcome, error)` is called when a returned stream ends.
-        `prompt_tokens` is router's estimate of the prompt, for answers that report no usage."""
-        stream = bool(body.get("stream"))
-        headers, redact = self._headers(ctx, target, client_headers, stream=stream)
-        ctx.provider = target.provider.name
-        ctx.target = target
-        ctx.attempts += 1
-        payload = orjson.dumps(upstream_body)
-        answer_id = "chatcmpl-" + (ctx.settlement_key or ctx.request_id).partition("_")[2]
-        if stream:
-            relay = StreamRelay(
-                provider=target.provider.name,
-                wants_usage=translate.client_wants_usage(body),
-                expects_usage=target.provider.stream_usage,
-                choices=body.get("n") or 1,
-                upstream_model=target.route.upstream,
-                answer_id=answer_id,
-                created=int(time.time()),
-                prompt_tokens=prompt_tokens,
-                keep_chunk_usage=translate.client_wants_usage(body, every_chunk=True),
-                redact=redact,
+        request_id: str,
+        answer_id: str,
+        prompt_tokens: int,
+    ) -> Whole | Committed:
+        """One attempt. `upstream_body` is `call` translated for `target`; `prompt_tokens`
+        is router's estimate of the prompt, for answers that report no usage."""
+        as_stream = call.stream or target.provider.streaming
+        headers, redact = self._headers(request_id, target, call.headers, stream=as_stream)
+        tally.target = target
+        tally.attempts += 1
+        tally.reading = None
+        if not as_stream:
+            payload = orjson.dumps(upstream_body)
+            return await self._complete(
+                tally, target, payload, headers, deadline, answer_id, prompt_tokens, redact
             )
-            return await self._open_stream(ctx, target, payload, headers, deadline, relay, on_stream_end)
-        return await self._complete(ctx, target, payload, headers, deadline, answer_id, prompt_tokens, redact)
+        relay = StreamRelay(
+            provider=target.provider.name,
+            # A gathered answer always has usage: the provider's, else router's estimate.
+            wants_usage=call.wants_usage or not call.stream,
+            expects_usage=target.provider.stream_usage,
+            choices=call.choices,
+            upstream_model=target.route.upstream,
+            answer_id=answer_id,
+            created=int(time.time()),
+            prompt_tokens=prompt_tokens,
+            keep_chunk_usage=call.wants_chunk_usage,
+            redact=redact,
+        )
+        tally.reading = relay
+        if not call.stream:
+            upstream_body = {**upstream_body, "stream": True}
+            if target.provider.stream_usage:
+                upstream_body["stream_options"] = {"include_usage": True}
+        payload = orjson.dumps(upstream_body)
+        upstream, first = await self._open_stream(tally, target, payload, headers, deadline, relay)
+        if call.stream:
+            return Committed(upstream, relay, first)
+        return await self._gather(upstream, relay, first, deadline)
 
     def _headers(
-        self, ctx: RequestContext, target: Target, client_headers: Mapping[bytes, bytes], *, stream: bool
+        self, request_id: str, target: Target, client_headers: Mapping[bytes, bytes], *, stream: bool
     ) -> tuple[RawHeaders, Redactor]:
         """What to send, and what to take out of the provider's text: every provider key, and
         the value of any credential the client had forwarded (such configs only)."""
-        headers = [*self._base_headers[target, stream], (b"x-request-id", ctx.request_id.encode())]
+        headers = [*self._base_headers[target, stream], (b"x-request-id", request_id.encode())]
         conversation = client_headers.get(b"x-conversation-id")
         if conversation is not None and _HEADER_VALUE.match(conversation):
             headers.append((b"x-conversation-id", conversation))
@@ -115,11 +172,11 @@ class Sender:
                     sent.append(value.decode("ascii"))
         return headers, self._redact.plus(sent) if sent else self._redact
 
-    # -- non-streaming -----------------------------------------------------------
+    # -- a whole answer, from a provider that does not stream -----------------------
 
     async def _complete(
         self,
-        ctx: RequestContext,
+        tally: Tally,
         target: Target,
         payload: bytes,
         headers: RawHeaders,
@@ -127,7 +184,7 @@ class Sender:
         answer_id: str,
         prompt_tokens: int,
         redact: Redactor,
-    ) -> BytesResponse:
+    ) -> Whole:
         provider = target.provider.name
         loop = asyncio.get_running_loop()
         started = time.perf_counter()  # timings; loop.time() (ms resolution under uvloop) is for deadlines
@@ -137,7 +194,7 @@ class Sender:
             # bounded by `response`, not by `first_token`.
             async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.response)) as timer:
                 response = await self._upstream.send(target, payload, headers)
-                ctx.upstream_headers = ctx.first_token = time.perf_counter() - started
+                tally.upstream_headers = tally.first_token = time.perf_counter() - started
                 timer.reschedule(min(deadline, loop.time() + self._timeouts.idle))  # one timer, not two
                 answer = await response.read()
         except TimeoutError:
@@ -145,13 +202,13 @@ class Sender:
                 provider, loop.time(), deadline, headers_arrived=response is not None
             ) from None
         finally:
-            ctx.upstream_wait += time.perf_counter() - started
+            tally.upstream_wait += time.perf_counter() - started
             if response is not None:
                 response.close()
         if response.status != 200:
             raise _status_error(provider, response, answer, redact)
         parsed = _check_completion(provider, answer, redact)
-        ctx.usage = Usage.from_json(parsed.get("usage"))
+        usage = Usage.from_json(parsed.get("usage"))
         if envelope.complete(
             parsed,
             answer_id=answer_id,
@@ -160,23 +217,23 @@ class Sender:
             prompt_tokens=prompt_tokens,
         ):
             answer = orjson.dumps(parsed)
-            if ctx.usage is None:  # the estimate it now carries is what gets settled
-                ctx.usage, ctx.usage_estimated = Usage.from_json(parsed["usage"]), True
-        return BytesResponse(answer, headers=ctx.response_headers())
+        if usage is not None:
+            return Whole(answer, usage, estimated=False)
+        # The estimate the answer now carries is what gets settled.
+        return Whole(answer, Usage.from_json(parsed["usage"]) or Usage(prompt_tokens, 0), estimated=True)
 
-    # -- streaming -----------------------------------------------------------------
+    # -- streams ---------------------------------------------------------------------
 
     async def _open_stream(
         self,
-        ctx: RequestContext,
+        tally: Tally,
         target: Target,
         payload: bytes,
         headers: RawHeaders,
         deadline: float,
         relay: StreamRelay,
-        on_end: Callable[[str, UpstreamError | None], None],
-    ) -> StreamResponse:
-        """Send the request and read up to the commit point; the rest is StreamResponse's."""
+    ) -> tuple[UpstreamResponse, bytes]:
+        """Send the request and read up to the commit point."""
         provider = target.provider.name
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
@@ -186,7 +243,7 @@ class Sender:
         try:
             async with asyncio.timeout_at(first_token_by):
                 response = await self._upstream.send(target, payload, headers)
-            ctx.upstream_headers = time.perf_counter() - started
+            tally.upstream_headers = time.perf_counter() - started
             if response.status != 200:
                 async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
                     raise _status_error(provider, response, await response.read(), relay.redact)
@@ -195,26 +252,18 @@ class Sender:
                     answer = await response.read()
                 raise _status_error(provider, response, answer, relay.redact, expected="an event stream")
             first = await self._until_commit(relay, response, first_token_by)
-            ctx.first_token = time.perf_counter() - started
+            tally.first_token = time.perf_counter() - started
             committed = True
         except TimeoutError:
             raise self._timeout(
                 provider, loop.time(), deadline, headers_arrived=response is not None, first_token=True
             ) from None
         finally:
-            ctx.upstream_wait += time.perf_counter() - started
+            tally.upstream_wait += time.perf_counter() - started
             if response is not None and not committed:
                 response.close()
                 report_dropped(relay)
-        return StreamResponse(
-            upstream=response,
-            relay=relay,
-            first=first,
-            headers=ctx.response_headers(),
-            deadline=deadline,
-            idle=self._timeouts.idle,
-            on_end=on_end,
-        )
+        return response, first
 
     async def _until_commit(
         self, relay: StreamRelay, response: UpstreamResponse, first_token_by: float
@@ -230,6 +279,46 @@ class Sender:
                 raise relay.failure  # nothing reached the client yet: a plain error, retryable
             if relay.committed:
                 return first
+
+    async def _gather(
+        self, response: UpstreamResponse, relay: StreamRelay, first: bytes, deadline: float
+    ) -> Whole:
+        """Read a committed stream to its end and gather it into one answer. The relay has
+        made each event whole (envelope, usage), so the aggregate is built from its output."""
+        loop = asyncio.get_running_loop()
+        aggregate = CompletionAggregate()
+        splitter = sse.EventSplitter()
+        failure: UpstreamError | None = None
+        complete = False
+        try:
+            out = first
+            while True:
+                _gather_events(aggregate, splitter, out)
+                if relay.done or relay.failure is not None:
+                    break
+                try:
+                    async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
+                        data = await response.next_chunk()
+                except TimeoutError:
+                    if relay.finished:
+                        out = relay.end()  # the answer is whole; [DONE] never came
+                        continue
+                    raise self._timeout(relay.provider, loop.time(), deadline, headers_arrived=True) from None
+                out = relay.end() if data is None else relay.feed(data)
+            failure = relay.failure
+            complete = failure is None
+        except UpstreamError as error:
+            failure = error
+        finally:
+            if complete:
+                response.release()
+            else:
+                response.close()
+            report_dropped(relay)
+        used = relay.usage
+        if failure is not None:
+            return Whole(b"", used or relay.estimate(), estimated=used is None, failure=failure)
+        return Whole(orjson.dumps(aggregate.result()), used or relay.estimate(), estimated=used is None)
 
     def _timeout(
         self, provider: str, now: float, deadline: float, *, headers_arrived: bool, first_token: bool = False
@@ -247,6 +336,13 @@ class Sender:
         else:
             what = f"the answer stalled for {self._timeouts.idle:g}s"
         return UpstreamTimeout(f"{provider}: {what}", provider=provider)
+
+
+def _gather_events(aggregate: CompletionAggregate, splitter: sse.EventSplitter, out: bytes) -> None:
+    for event in splitter.feed(out) if out else ():
+        data = sse.data_of(event)
+        if data is not None and not sse.is_done(data):
+            aggregate.feed_chunk(orjson.loads(data))
 
 
 def _status_error(

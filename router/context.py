@@ -1,4 +1,9 @@
-"""What the router knows about one request while it runs: ids, timings, attempts."""
+"""One request's record: ids, timings, attempts, what was settled.
+
+The envelope (middleware.py) creates it; the handler notes the client and model; the
+exchange writes what the attempts did and what was settled, once, when it knows; the
+access log and the metrics read it when the request ends.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ class RequestContext:
     """time.perf_counter() when the request arrived."""
     ended: float | None = None
     """time.perf_counter() when the answer's last bytes were handed to the server: what the
-    client waited for (a settlement's reply may still be awaited after, ticket.answered)."""
+    client waited for (a settlement's reply may still be awaited after: Settling.written)."""
     upstream_wait: float = 0.0
     """Seconds spent waiting on providers (attempts, backoffs, Retry-After) before the response started."""
     upstream_headers: float | None = None
@@ -47,10 +52,6 @@ class RequestContext:
     provider: str | None = None
     target: Target | None = None
     """The target of the last attempt (the answering one, once there is an answer)."""
-    usage: Usage | None = None
-    """What a whole (non-streamed) answer reports: the provider's usage, or router's estimate
-    where it reported none (usage_estimated)."""
-    usage_estimated: bool = False
     settlement_key: str | None = None
     client: str | None = None
     """The authenticated client's name, once known."""

@@ -13,17 +13,16 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from . import capabilities, metrics
+from .call import Call
 from .context import SCOPE_KEY, RequestContext
-from .disconnect import DisconnectWatch
 from .errors import InvalidApiKey, InvalidRequest, MethodNotAllowed, ModelNotFound, NotFound, RouterError
+from .exchange import Exchange, RouterResponse
 from .ledger import idempotency_key
-from .refusals import Replayed
-from .responses import BytesResponse, StreamResponse
+from .responses import BytesResponse
 from .types import JSON
 from .validate import validate
 
 if TYPE_CHECKING:
-    from .attempt import Response as ProxyResponse
     from .runtime import Runtime
 
 
@@ -37,7 +36,7 @@ async def chat_completions_asgi(scope: Scope, receive: Receive, send: Send) -> N
     await response(scope, receive, send)
 
 
-async def chat_completions(request: Request) -> ProxyResponse:
+async def chat_completions(request: Request) -> RouterResponse:
     rt = runtime(request)
     rt.active += 1  # a reload retires this runtime only once no request still uses it
     try:
@@ -46,7 +45,8 @@ async def chat_completions(request: Request) -> ProxyResponse:
         rt.active -= 1
 
 
-async def _chat_completions(request: Request, rt: Runtime) -> ProxyResponse:
+async def _chat_completions(request: Request, rt: Runtime) -> RouterResponse:
+    """Parse, authenticate, validate; then the request is its exchange's."""
     ctx: RequestContext = request.scope[SCOPE_KEY]
     client = rt.auth.authenticate(request.headers.get("authorization"))
     ctx.client = client.name if client else None
@@ -60,33 +60,14 @@ async def _chat_completions(request: Request, rt: Runtime) -> ProxyResponse:
         raise ModelNotFound(f"The model '{model}' does not exist or no provider serves it.", param="model")
     ctx.model = model  # configured: safe as a metric label
     targets = capabilities.serving(targets, body)  # a 400 naming the parameter if none can
-    ctx.streamed = bool(body.get("stream"))
     headers = dict(request.scope["headers"])
-    idempotency = idempotency_key(headers)
-    ticket = rt.ledger.open(ctx, client, body, raw, targets, idempotency)
-    # A client that leaves stops its provider request — unless it sent an idempotency key:
-    # then the answer is finished and kept, so its retry is replayed rather than re-run.
-    watch = DisconnectWatch(request.receive) if idempotency is None else None
-    work = rt.proxy.forward(ctx, body, targets, headers, ticket)
-    try:
-        response = await (watch.guard(work) if watch is not None else work)
-    except Replayed as replayed:  # the stored answer of an earlier request with this idempotency key
-        return replayed.response
-    except RouterError as error:
-        await ticket.failed(error)
-        raise
-    except BaseException:  # the client left, or shutdown
-        ticket.abandoned()
-        raise
-    if isinstance(response, StreamResponse):
-        response.watch = watch  # keeps watching while the stream is relayed
-        response.follow_through = watch is None
-        ticket.follow(response)
-    else:
-        if watch is not None:
-            watch.stop()
-        await ticket.answered(response)
-    return response
+    call = Call.of(
+        ctx.request_id, body, raw,
+        client=client, targets=targets, headers=headers, idempotency=idempotency_key(headers),
+    )  # fmt: skip
+    ctx.streamed = call.stream
+    exchange = Exchange(rt.ledger, rt.proxy, ctx, call, rt.config.routing.timeouts)
+    return await exchange.run(request.receive)
 
 
 async def list_models(request: Request) -> BytesResponse:

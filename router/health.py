@@ -14,7 +14,7 @@ Besides the breaker a key can be
 and, for one model only, not served (the reseller has no channel for it): skipped for a
 while without counting against the key.
 
-Every attempt holds a Lease from begin() to end(). Only the lease that took a half-open
+Every attempt holds a KeyUse from begin() to end(). Only the use that took a half-open
 key's one trial may settle it; failures of attempts that were already in flight when the
 breaker opened are stragglers and change nothing. Failures that count: connect errors,
 resets, 5xx, timeouts and broken streams; never the client's 4xx (the key did answer) and
@@ -84,7 +84,7 @@ class KeyHealth:
     """Consecutive times the breaker opened: the cooldown multiplier. 0 when closed."""
     open_until: float = 0.0
     trial: bool = False
-    """A half-open trial request is in flight (held by one Lease)."""
+    """A half-open trial request is in flight (held by one KeyUse)."""
     cooling_until: float = 0.0
     rate_limits: int = 0
     exhausted_until: float = 0.0
@@ -100,7 +100,7 @@ def key_id(target: Target) -> str:
     return f"{target.provider.name}/{target.key.name}"
 
 
-class Lease:
+class KeyUse:
     """One attempt's hold on a key: in flight until end(), and perhaps its one trial."""
 
     __slots__ = ("_health", "_key", "_open", "target", "trial")
@@ -145,12 +145,12 @@ class Lease:
                 self.trial = self._key.trial = False
 
 
-def _cooled(lease: Lease, error: UpstreamError) -> None:
+def _cooled(lease: KeyUse, error: UpstreamError) -> None:
     lease.succeeded(busy=True)  # the provider is up, only busy
     lease._health.rate_limited(lease.target, getattr(error, "retry_after", None))
 
 
-_BY_VERDICT: dict[Verdict, Callable[[Lease, UpstreamError], None]] = {
+_BY_VERDICT: dict[Verdict, Callable[[KeyUse, UpstreamError], None]] = {
     Verdict.CLIENT_FAULT: lambda lease, error: lease.succeeded(),  # a proper answer to a bad request
     Verdict.RATE_LIMITED: _cooled,
     Verdict.QUOTA_EXHAUSTED: lambda lease, error: lease._health.exhausted(lease.target),
@@ -211,7 +211,7 @@ class Health:
 
     # -- attempts -------------------------------------------------------------------------
 
-    def begin(self, target: Target, *, fail_open: bool = False) -> Lease | None:
+    def begin(self, target: Target, *, fail_open: bool = False) -> KeyUse | None:
         """Hold `target` for one attempt; None if it may not be tried now after all (another
         request took its trial meanwhile) unless routing is failing open to it."""
         key = self._keys[key_id(target)]
@@ -223,7 +223,7 @@ class Health:
         key.inflight += 1
         key.last_used = now
         key.trial = key.trial or trial
-        return Lease(self, key, target, trial=trial)
+        return KeyUse(self, key, target, trial=trial)
 
     def observe(self, target: Target, seconds: float, *, stream: bool) -> None:
         """A latency sample for the `latency` strategy: time to first token, or to the answer."""

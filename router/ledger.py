@@ -1,10 +1,10 @@
 """Settlement and idempotency (SPEC §6): every finished request settled exactly once.
 
-A request opens a Ticket (ticket.py) before it goes upstream, with what its client's scope
+A request is admitted (admission.py) before it goes upstream, with what its client's scope
 must grant: one store step that takes the idempotency key (or answers 409, 422 or the stored
-replay), checks and reserves the client's limits and budget, all or nothing. The ticket sends
-it with the first attempt's provider key step, in one round trip. It settles the request
-once when it ends, in the same script that adds its usage to the counters, so counters
+replay), checks and reserves the client's limits and budget, all or nothing, sent with the
+first attempt's provider key step in one round trip. Its settlement (settlement.py) settles
+it once when it ends, in the same script that adds its usage to the counters, so counters
 always equal the sum of records.
 
 A request that fails before any upstream work settles nothing and lets its key go, so a
@@ -22,19 +22,19 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping
 from datetime import datetime
 from typing import Any
 
 import orjson
 
 from . import limits
-from .config import Allowance, Client, Config, Limits, Target
-from .context import RequestContext
+from .admission import Admission
+from .call import Call
+from .config import Allowance, Config, Limits
 from .errors import InvalidRequest, StateUnavailable
 from .refusals import STATE_RETRY
 from .state import Claim, GuardedStore, open_store
-from .ticket import Ticket
 from .types import JSON
 
 log = logging.getLogger("router.ledger")
@@ -47,7 +47,7 @@ TICK = 1.0
 """Seconds between checks of a store marked down, and outbox flushes."""
 NO_LIMITS = Limits()
 RENEW_FOR_AT_MOST = 60.0
-"""Seconds past the request deadline after which a ticket that never closed (a bug) stops
+"""Seconds past the request deadline after which a request that was never settled (a bug) stops
 being renewed: its leases and claim then expire instead of holding forever."""
 
 
@@ -63,41 +63,73 @@ def idempotency_key(headers: Mapping[bytes, bytes]) -> str | None:
     return None
 
 
+class Settling:
+    """A settlement under way. The store says what it can do: a step that never suspends
+    (memory) runs in the caller's own task; one that writes its round trip at once (a single
+    Redis, ready) lets the answer leave after the write and before the reply; any other is
+    awaited whole before the answer. One that nobody awaits (the client left) still runs to
+    its end, and shutdown waits for it."""
+
+    __slots__ = ("_inline", "_ledger", "_task", "_written_first")
+
+    def __init__(self, ledger: Ledger, work: Coroutine[Any, Any, None] | None):
+        self._ledger = ledger
+        self._inline = work if ledger.state.immediate else None
+        self._task = None if work is None or self._inline is not None else ledger.track(work)
+        self._written_first = ledger.state.sends_now
+
+    async def written(self) -> None:
+        """Return once what the answer must follow has been done: the client that reads its
+        usage once answered finds it, and its next request finds the lease released."""
+        if self._inline is not None:
+            work, self._inline = self._inline, None
+            await work
+        elif self._task is not None:
+            if self._written_first:
+                await asyncio.sleep(0)  # one loop iteration: the task's first step, up to its reply
+            else:
+                await asyncio.shield(self._task)
+
+    async def done(self) -> None:
+        """Return once the settlement has finished (shielded: a cancellation leaves it running)."""
+        await self.written()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    def detach(self) -> None:
+        """Nobody will await it: it runs as a task of its own."""
+        if self._inline is not None:
+            work, self._inline = self._inline, None
+            self._task = self._ledger.track(work)
+
+
 class Ledger:
     def __init__(self, config: Config, state: GuardedStore):
         self.config = config
         self.state = state
-        self._open: dict[str, Ticket] = {}
+        self._open: dict[str, Admission] = {}
         self._background: set[asyncio.Task[None]] = set()
 
-    def open(
-        self,
-        ctx: RequestContext,
-        client: Client | None,
-        body: JSON,
-        raw: bytes,
-        targets: Sequence[Target],
-        idempotency: str | None,
-    ) -> Ticket:
-        """A Ticket for the request of `client`, holding what its scope must grant. Nothing is
-        asked of the store yet: the first attempt asks (ticket.py), so a refusal or a replay
-        is raised from there."""
+    def admit(self, call: Call) -> Admission:
+        """An Admission for `call`, holding what its client's scope must grant. Nothing is
+        asked of the store yet: the first attempt asks (admission.py), so a refusal or a
+        replay is raised from there."""
         if self.state.refusing:
             raise StateUnavailable(
                 "Shared state is unavailable, so this request cannot be settled exactly once; retry shortly.",
                 headers={"retry-after": STATE_RETRY},
             )
         settlement_key = "stl_" + os.urandom(12).hex()
-        ctx.settlement_key = settlement_key
-        reserve = limits.estimate(body, len(raw))
+        client = call.client
+        reserve = limits.estimate(call.body, len(call.raw))
         budget = client.budget if client else None
         # A cost budget reserves at the dearest target's price; nothing else needs a price.
-        price = limits.dearest(targets) if budget is not None and budget.cost is not None else None
+        price = limits.dearest(call.targets) if budget is not None and budget.cost is not None else None
         claim = None
-        if idempotency is not None:
-            claim = Claim(idempotency, hashlib.sha256(raw).hexdigest()[:32], settlement_key)
+        if call.idempotency is not None:
+            claim = Claim(call.idempotency, hashlib.sha256(call.raw).hexdigest()[:32], settlement_key)
         ask = limits.ask(
-            limits.client_scope(client.name if client else None),
+            limits.client_scope(call.client_name),
             client.limits if client else NO_LIMITS,
             budget,
             reserve=reserve,
@@ -105,44 +137,26 @@ class Ledger:
             lease=settlement_key,
             claim=claim,
             budget=True,
-            n=limits.choices(body),
+            n=call.choices,
         )
-        ticket = Ticket(self, ctx, client, body, reserve, ask, idempotency)
-        self._open[settlement_key] = ticket  # renewed once it holds leases; forgotten when it ends
-        return ticket
+        admission = Admission(self, call, settlement_key, reserve, ask)
+        self._open[settlement_key] = admission  # renewed once it holds leases; forgotten when settled
+        return admission
 
     @property
     def in_flight(self) -> int:
-        """Requests opened and not yet settled (admitted, or about to be on their first attempt)."""
+        """Requests admitted and not yet settled."""
         return len(self._open)
 
     def forget(self, settlement_key: str) -> None:
         self._open.pop(settlement_key, None)
 
-    async def settle_now(self, work: Coroutine[Any, Any, None]) -> None:
-        """Await a settlement that a cancellation must not cut short.
+    def finish(self, work: Coroutine[Any, Any, None] | None) -> Settling:
+        """Start settling (`work`: the store's steps; None when there is nothing to write)."""
+        return Settling(self, work)
 
-        A memory store's steps never suspend (memory.py), so nothing can interrupt them: the
-        settlement is awaited directly, without the task and shield that cost a loop iteration
-        per request. Any other store's runs as a tracked task, shielded."""
-        if self.state.immediate:
-            await work
-        else:
-            await asyncio.shield(self.later(work))
-
-    async def start(self, work: Coroutine[Any, Any, None]) -> Awaitable[None]:
-        """Start a settlement, return once its first step has run, with what to await for the
-        rest. With a store that sends_now that step writes its round trip, so the answer the
-        request sends next leaves after it: a client that reads its usage once answered finds
-        it, and its next request finds the lease released. Only the reply is left to wait for,
-        and not by the client."""
-        task = self.later(work)
-        await asyncio.sleep(0)  # one loop iteration: the task's first step, up to its reply
-        return asyncio.shield(task)
-
-    def later(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run a settlement as a task of its own, tracked so shutdown waits for it: awaited
-        (shielded) on the normal path, left to finish when the client left or was cancelled."""
+    def track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run store work as a task of its own, tracked so shutdown waits for it."""
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -167,14 +181,12 @@ class Ledger:
         holds: dict[str, list[str]] = {}
         claims: dict[str, list[tuple[str, str]]] = {}
         too_old = time.time() - self.config.routing.timeouts.total - RENEW_FOR_AT_MOST
-        for key, ticket in list(self._open.items()):
-            if ticket.started_at < too_old:
-                log.error(
-                    "state: request %s was never settled; its leases will expire", ticket.ctx.request_id
-                )
+        for key, admission in list(self._open.items()):
+            if admission.started_at < too_old:
+                log.error("state: settlement %s never happened; its leases will expire", key)
                 del self._open[key]
                 continue
-            for ask, granted in ticket.grants():
+            for ask, granted in admission.grants():
                 if granted.local:
                     continue
                 if granted.hold is not None:

@@ -9,11 +9,12 @@ being the one to find out.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from . import translate
+from .attempt import Tally, Whole
+from .call import Call
 from .config import Config, Target
-from .context import RequestContext, new_request_id
+from .context import new_request_id
 from .errors import UpstreamError
 from .health import Health
 from .proxy import Proxy
@@ -47,12 +48,16 @@ async def probe(config: Config, proxy: Proxy, health: Health, target: Target) ->
     """One probe request; True if the key answered."""
     body = {"model": target.route.name, **PROBE_BODY}
     upstream_body = translate.to_upstream(body, target.route, stream_usage=target.provider.stream_usage)
-    ctx = RequestContext(request_id="probe_" + new_request_id()[4:], started=time.perf_counter())
+    request_id = "probe_" + new_request_id()[4:]
+    call = Call.of(request_id, body, b"", client=None, targets=(target,), headers={}, idempotency=None)
     deadline = asyncio.get_running_loop().time() + config.routing.timeouts.first_token
     lease = health.begin(target, fail_open=True)  # a probe may try an open key: that is its job
     assert lease is not None
     try:
-        await proxy.attempt(ctx, body, lease, upstream_body, {}, deadline, measure=False)
+        outcome = await proxy.attempt(
+            call, lease, upstream_body, deadline, Tally(), answer_id="chatcmpl-" + request_id, measure=False
+        )
     except UpstreamError:
         return False
-    return True
+    answer = outcome.answer
+    return not isinstance(answer, Whole) or answer.failure is None

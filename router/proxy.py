@@ -1,4 +1,4 @@
-"""Forward one chat completion: plan the targets, and attempt them until one answers.
+"""Forward one request: plan the targets, and attempt them until one answers.
 
 Every attempt translates from the client's original body. A failure that another attempt
 may fix moves on to the next planned target, after a jittered backoff, within one total
@@ -14,26 +14,48 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import failover, metrics, routing, translate
-from .attempt import Response, Sender, StreamResponse
+from .attempt import Committed, Sender, Tally, Whole
+from .call import Call
 from .classify import Verdict
 from .config import Config, Target
-from .context import RequestContext
 from .errors import ParamNotAllowed, UpstreamError, UpstreamTimeout
-from .health import Health, Lease, Status, key_id
+from .health import Health, KeyUse, Status, key_id
 from .types import JSON
 from .upstream import Upstream
 
 if TYPE_CHECKING:
-    from .ticket import Ticket
+    from .admission import Admission
 
 _CONVERSATION = re.compile(rb"^[\x21-\x7e]{1,256}\Z")
 # Failures after which this request leaves the target alone: a silent target costs one
 # timeout, not three; a key without the model, or refused, or out of quota stays so.
 _LEAVE_ALONE = frozenset({Verdict.NOT_SERVED, Verdict.KEY_REJECTED, Verdict.QUOTA_EXHAUSTED})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The attempt that answered: its target, and what it answered with."""
+
+    target: Target
+    answer: Whole | Committed
+    lease: KeyUse | None
+    """A committed stream's hold on its key, until the stream ends (stream_ended)."""
+
+    def stream_ended(self, how: str, error: UpstreamError | None) -> None:
+        """What the end of a committed stream says about its key."""
+        lease = self.lease
+        if lease is None:
+            return
+        if how == "completed":
+            lease.succeeded()
+        elif error is not None:  # cut, stalled, broken or refused after the commit point
+            lease.record(error)
+        lease.end()  # a client that left says nothing about the key
 
 
 class Proxy:
@@ -53,143 +75,96 @@ class Proxy:
         self._strategy = routing.STRATEGIES[config.routing.strategy]
         self._sticky = config.routing.sticky == "conversation"
         self._max_attempts = config.routing.max_attempts
-        self._total = config.routing.timeouts.total
         self._limited: dict[Target, tuple[float, bool]] = {}
         """Keys at their providers.yaml limit (until when, and whether it is the quota), as the
         shared store last said: skipped without asking again. Never waited for: SPEC §8."""
 
     async def forward(
         self,
-        ctx: RequestContext,
-        body: JSON,
-        targets: tuple[Target, ...],
-        client_headers: Mapping[bytes, bytes],
-        ticket: Ticket | None = None,
-    ) -> Response:
+        call: Call,
+        admission: Admission,
+        tally: Tally,
+        deadline: float,
+    ) -> Outcome:
+        """Attempt the planned targets until one answers, by `deadline` (loop time); raises
+        the error to answer with."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._total
-        conversation = self._conversation(client_headers)
-        stream = bool(body.get("stream"))
-        failures = failover.Failures(model=body["model"])
-        translated: dict[Target, JSON] = {}
-        tried: list[Target] = []
-        left_alone: set[Target] = set()
-        capped = False
+        run = _Forwarding(self, call, admission)
         self._budget.request()
-        while ctx.attempts < self._max_attempts:
+        while tally.attempts < self._max_attempts:
             now = loop.time()
-            candidates = [t for t in targets if t not in left_alone and not self._at_limit(t, now)]
-            views = {t: self._health.view(t, now, stream=stream) for t in candidates}
-            plan = routing.plan(
-                candidates, views, now=now, strategy=self._strategy, rng=self._rng,
-                conversation=conversation, tried=tried,
-            )  # fmt: skip
-            choice = self._first_translatable(plan, body, translated, failures, left_alone)
+            choice = run.choose(now, tried=run.tried)
             if choice is None:
                 break
             wait = choice.not_before - now
-            if ctx.attempts:
+            if tally.attempts:
                 if not self._budget.try_retry():
                     break  # retries are being rationed: everything is failing
-                wait = max(wait, failover.backoff(ctx.attempts, self._rng))
+                wait = max(wait, failover.backoff(tally.attempts, self._rng))
             if now + wait >= deadline:  # Retry-After beyond the deadline: do not wait for it
-                failures.waiting = wait
+                run.failures.waiting = wait
                 break
             if wait > 0:
-                if ticket is not None:  # its replay, 409 or own 429 must not wait for a provider
-                    await ticket.admit()
+                await admission.admit()  # its replay, 409 or own 429 must not wait for a provider
                 await asyncio.sleep(wait)
-                ctx.upstream_wait += wait
-            target = choice.target
-            if ticket is not None:
-                refusal = await ticket.reserve_key(target)
-                if refusal is not None:  # at our own limit for this key: skip it until it has room
-                    if refusal.remember:
-                        self._limited[target] = (loop.time() + refusal.wait, refusal.quota)
-                    else:
-                        left_alone.add(target)
-                        failures.waiting = min(failures.waiting or refusal.wait, refusal.wait)
-                    continue
-                if ticket.capped and not capped:
-                    # The budget let the request through with less room to answer: every
-                    # target is sent the lowered max_tokens, translated afresh.
-                    capped = True
-                    body = translate.cap_completion(body, ticket.capped)
-                    translated.clear()
-                    translated[target] = translate.to_upstream(
-                        body, target.route, stream_usage=target.provider.stream_usage
-                    )
-            lease = self._health.begin(target, fail_open=choice.fail_open)
-            if lease is None:
-                if ticket is not None:
-                    await ticket.release_key(target)
-                continue  # its one half-open trial went to another request while we waited: plan again
+                tally.upstream_wait += wait
+            started = await run.start(choice)
+            if started is None:
+                continue
             try:
                 return await self.attempt(
-                    ctx, body, lease, translated[target], client_headers, deadline,
-                    prompt_tokens=ticket.reserve.prompt_tokens if ticket is not None else 0,
+                    call, started.lease, started.body, deadline, tally,
+                    answer_id=run.answer_id, prompt_tokens=admission.reserve.prompt_tokens,
                 )  # fmt: skip
             except UpstreamError as error:
-                failures.add(error)
-                if ticket is not None and error.retryable:  # a final answer settles its key at the end
-                    await ticket.release_key(target)
-                if not error.retryable:
-                    raise
-                tried.append(target)
-                if isinstance(error, UpstreamTimeout) or getattr(error, "verdict", None) in _LEAVE_ALONE:
-                    left_alone.add(target)
-        if ticket is not None:  # if no attempt asked the client's scope, its refusal or replay comes first
-            await ticket.admit()
-        raise self._give_up(failures, targets, loop.time(), deadline)
+                await run.failed(started.lease.target, error)
+        await admission.admit()  # if no attempt asked the client's scope, its refusal or replay comes first
+        raise self._give_up(run.failures, call.targets, loop.time(), deadline)
 
     async def attempt(
         self,
-        ctx: RequestContext,
-        body: JSON,
-        lease: Lease,
+        call: Call,
+        lease: KeyUse,
         upstream_body: JSON,
-        client_headers: Mapping[bytes, bytes],
         deadline: float,
+        tally: Tally,
         *,
-        measure: bool = True,
+        answer_id: str,
         prompt_tokens: int = 0,
-    ) -> Response:
+        measure: bool = True,
+    ) -> Outcome:
         """One attempt under `lease`, and what it says about the target's key.
 
         A whole answer settles the lease at once. A stream only reports its time to first
         token at the commit point; whether it ends whole or broken settles the lease when it
-        ends. `measure=False` (probes) keeps latency samples to real traffic.
+        ends (Outcome.ended). `measure=False` (probes) keeps latency samples to real traffic.
         """
-
-        def stream_ended(outcome: str, error: UpstreamError | None) -> None:
-            if outcome == "completed":
-                lease.succeeded()
-            elif error is not None:  # cut, stalled, broken or refused after the commit point
-                lease.record(error)
-            lease.end()  # a client that left says nothing about the key
-
+        target = lease.target
         try:
-            response = await self._sender.send(
-                ctx, body, lease.target, upstream_body, client_headers, deadline,
-                on_stream_end=stream_ended, prompt_tokens=prompt_tokens,
+            answer = await self._sender.send(
+                call, target, upstream_body, deadline, tally,
+                request_id=call.request_id, answer_id=answer_id, prompt_tokens=prompt_tokens,
             )  # fmt: skip
         except UpstreamError as error:
-            metrics.attempts(lease.target.provider.name, metrics.attempt_outcome(error)).inc()
+            metrics.attempts(target.provider.name, metrics.attempt_outcome(error)).inc()
             lease.record(error)
             lease.end()
             raise
         except BaseException:  # the client left, or shutdown: says nothing about the target
             lease.end()
             raise
-        metrics.attempts(lease.target.provider.name, "ok").inc()
-        latency = ctx.first_token if measure else None
-        if isinstance(response, StreamResponse):
+        metrics.attempts(target.provider.name, "ok").inc()
+        latency = tally.first_token if measure else None
+        if isinstance(answer, Committed):
             if latency is not None:
-                self._health.observe(lease.target, latency, stream=True)
+                self._health.observe(target, latency, stream=True)
+            return Outcome(target, answer, lease)
+        if answer.failure is not None:  # broke past its commit point
+            lease.record(answer.failure)
         else:
             lease.succeeded(latency=latency)
-            lease.end()
-        return response
+        lease.end()
+        return Outcome(target, answer, None)
 
     def _give_up(
         self, failures: failover.Failures, targets: tuple[Target, ...], now: float, deadline: float
@@ -241,3 +216,85 @@ class Proxy:
     def _conversation(self, client_headers: Mapping[bytes, bytes]) -> str | None:
         value = client_headers.get(b"x-conversation-id") if self._sticky else None
         return value.decode() if value is not None and _CONVERSATION.match(value) else None
+
+
+@dataclass(slots=True)
+class Started:
+    """An attempt ready to go: its target's key reserved and its health lease taken."""
+
+    lease: KeyUse
+    body: JSON
+    """The request translated for the target."""
+
+
+class _Forwarding:
+    """One request's way through its targets: what was translated, tried and left alone."""
+
+    def __init__(self, proxy: Proxy, call: Call, admission: Admission):
+        self.proxy = proxy
+        self.call = call
+        self.admission = admission
+        self.body = call.body
+        self.answer_id = "chatcmpl-" + admission.settlement_key.partition("_")[2]
+        self.conversation = proxy._conversation(call.headers)
+        self.failures = failover.Failures(model=call.model)
+        self.translated: dict[Target, JSON] = {}
+        self.tried: list[Target] = []
+        self.left_alone: set[Target] = set()
+        self.capped = False
+
+    def choose(
+        self, now: float, *, tried: Sequence[Target], busy: Collection[str] = ()
+    ) -> routing.Candidate | None:
+        """The best target to try next, not of a provider in `busy`."""
+        proxy = self.proxy
+        candidates = [
+            t
+            for t in self.call.targets
+            if t not in self.left_alone and not proxy._at_limit(t, now) and t.provider.name not in busy
+        ]
+        views = {t: proxy._health.view(t, now, stream=self.call.stream) for t in candidates}
+        plan = routing.plan(
+            candidates, views, now=now, strategy=proxy._strategy, rng=proxy._rng,
+            conversation=self.conversation, tried=tried,
+        )  # fmt: skip
+        return proxy._first_translatable(plan, self.body, self.translated, self.failures, self.left_alone)
+
+    async def start(self, choice: routing.Candidate) -> Started | None:
+        """Reserve the target's key and take its lease; None if it cannot go now."""
+        target, admission = choice.target, self.admission
+        refusal = await admission.reserve_key(target)
+        if refusal is not None:  # at our own limit for this key: skip it until it has room
+            if refusal.remember:
+                self.proxy._limited[target] = (
+                    asyncio.get_running_loop().time() + refusal.wait,
+                    refusal.quota,
+                )
+            else:
+                self.left_alone.add(target)
+                self.failures.waiting = min(self.failures.waiting or refusal.wait, refusal.wait)
+            return None
+        if admission.capped and not self.capped:
+            # The budget let the request through with less room to answer: every
+            # target is sent the lowered max_tokens, translated afresh.
+            self.capped = True
+            self.body = translate.cap_completion(self.body, admission.capped)
+            self.translated.clear()
+            self.translated[target] = translate.to_upstream(
+                self.body, target.route, stream_usage=target.provider.stream_usage
+            )
+        lease = self.proxy._health.begin(target, fail_open=choice.fail_open)
+        if lease is None:
+            await admission.release_key(target)
+            return None  # its one half-open trial went to another request while we waited: plan again
+        return Started(lease, self.translated[target])
+
+    async def failed(self, target: Target, error: UpstreamError) -> None:
+        """An attempt failed: note it; raise it if no other attempt can help."""
+        self.failures.add(error)
+        if not error.retryable:  # a final answer settles its key at the end
+            raise error
+        await self.admission.release_key(target)
+        self.tried.append(target)
+        if isinstance(error, UpstreamTimeout) or getattr(error, "verdict", None) in _LEAVE_ALONE:
+            self.left_alone.add(target)

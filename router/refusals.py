@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from . import limits, metrics
 from .config import Client
-from .context import RequestContext
 from .errors import IdempotencyConflict, IdempotencyKeyReused, StateUnavailable
 from .responses import SSE_HEADERS, BytesResponse
 from .state import Answer, Conflict, Limited, Replay, Reused, Spent, StateUnavailableError, Stored
@@ -20,14 +19,16 @@ CONFLICT_RETRY = "1"
 class Replayed(Exception):
     """The idempotency key holds a finished answer: `response` replays it, with no upstream
     call and no new record (SPEC §6). Raised where the client's scope is first asked (the
-    first attempt); the handler returns the response."""
+    first attempt); the exchange returns the response."""
 
-    def __init__(self, response: BytesResponse):
+    def __init__(self, response: BytesResponse, settlement_key: str):
         super().__init__("replayed")
         self.response = response
+        self.settlement_key = settlement_key
+        """The key of the settlement whose answer this is."""
 
 
-def refused(answer: Answer | StateUnavailableError, client: Client | None, ctx: RequestContext) -> Exception:
+def refused(answer: Answer | StateUnavailableError, client: Client | None) -> Exception:
     """What the client is told when its scope refuses the request."""
     if isinstance(answer, StateUnavailableError):
         return StateUnavailable(
@@ -36,8 +37,7 @@ def refused(answer: Answer | StateUnavailableError, client: Client | None, ctx: 
         )
     if isinstance(answer, Replay):
         metrics.REPLAYS.inc()
-        ctx.outcome, ctx.settlement_key = "replayed", answer.stored.settlement_key
-        return Replayed(replay(answer.stored))
+        return Replayed(replay(answer.stored), answer.stored.settlement_key)
     scope_name = client.name if client else limits.ANONYMOUS
     if isinstance(answer, Limited):
         metrics.RATE_LIMITED.labels("client", scope_name, answer.limit).inc()

@@ -100,8 +100,8 @@ class StreamRelay:
         self._splitter = sse.EventSplitter()
         self._held: list[bytes] = []
         self.answer_events = 0
-        """Events relayed that carry part of the answer: ~1 token each, the estimate when a
-        provider reports no usage."""
+        """Events relayed that carry part of the answer (not a finish reason alone): ~1 token
+        each, the estimate when a provider reports no usage."""
 
     @property
     def finished(self) -> bool:
@@ -204,10 +204,15 @@ class StreamRelay:
             if isinstance(chunk.get("usage"), dict):
                 self._usage_event(chunk, out)
                 return
-        elif not self.finished and sse.may_finish(data) and self._parse(data) is None:
+        elif not self.finished and sse.may_finish(data):
             # (parsed to learn which choice finished: with n > 1 one finishing is not the end)
-            self.dropped += 1
-            return
+            chunk = self._parse(data)
+            if chunk is None:
+                self.dropped += 1
+                return
+            if not _carries_content(chunk):  # a finish reason alone is no token of the answer
+                out.append(self._envelope.fix(event, data))
+                return
         self.answer_events += 1
         out.append(self._envelope.fix(event, data))
 
@@ -228,7 +233,7 @@ class StreamRelay:
         else:
             self._held.append(self._envelope.fix(event, data))
         if _carries_answer(chunk):
-            self.answer_events += 1
+            self.answer_events += _carries_content(chunk)
             self.committed = True
             out.extend(self._held)
             self._held.clear()
@@ -241,7 +246,7 @@ class StreamRelay:
         self._keep_usage(chunk)
         if chunk.get("choices"):
             if self.committed:
-                self.answer_events += 1
+                self.answer_events += _carries_content(chunk)
             if not self._keep_chunk_usage:
                 chunk = {k: v for k, v in chunk.items() if k != "usage"}
             out.append(sse.data_event(self._envelope.encode(chunk)))
@@ -270,6 +275,15 @@ class StreamRelay:
                     index = choice.get("index", 0)
                     self._finished.add(index if isinstance(index, int) else 0)
         return chunk
+
+
+def _carries_content(chunk: dict[str, Any]) -> bool:
+    """Some choice's delta carries part of the answer (more than its role)."""
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and any(v for k, v in delta.items() if k != "role"):
+            return True
+    return False
 
 
 def _carries_answer(chunk: dict[str, Any]) -> bool:

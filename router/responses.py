@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
 
@@ -57,6 +57,16 @@ class BytesResponse:
                 await after
 
 
+class StreamEnding(Protocol):
+    """Who settles a stream when it ends (the request's exchange)."""
+
+    async def ended(self, response: StreamResponse) -> None:
+        """The stream ended, before its last bytes are sent: settle, and wait for it."""
+
+    def left(self, response: StreamResponse) -> None:
+        """The client left or the task was cancelled: settle without waiting."""
+
+
 class StreamResponse:
     """Sends a committed stream: the held-back events first, then the rest as it arrives."""
 
@@ -69,27 +79,29 @@ class StreamResponse:
         headers: RawHeaders,
         deadline: float,
         idle: float,
-        on_end: Callable[[str, UpstreamError | None], None] | None = None,
+        ending: StreamEnding,
+        watch: DisconnectWatch | None,
+        keep: bool,
     ):
         self._upstream = upstream
         self._relay = relay
+        self._done = b""
+        """`[DONE]`, once read: it goes last, after the settlement, so a client that reads its
+        usage once its stream ended finds it."""
+        if relay.done and first.endswith(sse.DONE_EVENT):  # the whole answer came with the commit
+            first, self._done = first[: -len(sse.DONE_EVENT)], sse.DONE_EVENT
         self._first = first
         self._headers = [*SSE_HEADERS, *headers]
         self._deadline = deadline
         self._idle = idle
-        self._on_end = on_end
-        self.watch: DisconnectWatch | None = None
-        """Handed over by the handler, which started watching before the commit point."""
-        self.follow_through = False
-        """Read the provider's stream to its end even if the client leaves (an idempotency key:
-        the retry gets the whole answer replayed). Bounded by the request's deadline."""
-        self.settle: Callable[[StreamResponse], Coroutine[Any, Any, None]] | None = None
-        """Settles the request; awaited before the stream's last bytes reach the client."""
-        self.later: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None
-        """Runs the settlement in the background when the client left or the task was cancelled."""
-        self.settle_now: Callable[[Coroutine[Any, Any, None]], Awaitable[None]] | None = None
-        """Awaits a settlement that a cancellation must not cut short (Ledger.settle_now)."""
-        self.sent: list[bytes] | None = None
+        self._ending = ending
+        self._watch = watch
+        """Started by the exchange before the commit point; None when the stream is kept."""
+        self._keep = keep
+        """Keep what is sent, for a replay, and read the provider's stream to its end even if
+        the client leaves (an idempotency key: the retry gets the whole answer replayed).
+        Bounded by the request's deadline."""
+        self.sent: list[bytes] | None = [] if keep else None
         """Everything sent, when kept for a replay."""
         self.outcome = "pending"
         """How it ended: completed, error, or client_disconnected."""
@@ -102,7 +114,7 @@ class StreamResponse:
         return self._relay
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        watch = None if self.follow_through else self.watch or DisconnectWatch(receive)
+        watch = None if self._keep else self._watch or DisconnectWatch(receive)
         relay = self._relay
         if self.sent is not None:
             send = self._keeping(send, self.sent)
@@ -114,7 +126,8 @@ class StreamResponse:
                 watch.stop()  # the end is ours to send; a disconnect now changes nothing
             if self.sent is not None:
                 self.sent.append(tail)
-            await self._settle_now()  # before the end: a retry after it finds the answer stored
+            self._settled = True
+            await self._ending.ended(self)  # before the end: a retry after it finds the answer stored
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         except asyncio.CancelledError:
             if watch is None or not watch.left():
@@ -123,22 +136,15 @@ class StreamResponse:
         finally:
             if watch is not None:
                 watch.stop()
-            if self.settle is not None and not self._settled and self.later is not None:
-                self._settled = True  # first: a second cancellation below must not skip it
-                self.later(self.settle(self))
             if self.outcome == "completed":  # its connection is pooled once the body ends
                 self._upstream.release()
             else:
                 self._upstream.close()
             metrics.stream_outcomes(self.outcome if self.outcome != "pending" else "error").inc()
+            if not self._settled:
+                self._settled = True
+                self._ending.left(self)
             report_dropped(relay)
-            if self._on_end is not None:
-                self._on_end(self.outcome, self.failure)
-
-    async def _settle_now(self) -> None:
-        if self.settle is not None and not self._settled and self.settle_now is not None:
-            self._settled = True
-            await self.settle_now(self.settle(self))
 
     @staticmethod
     def _keeping(send: Send, sent: list[bytes]) -> Send:
@@ -166,6 +172,8 @@ class StreamResponse:
                         if data is None:
                             break
                         out = relay.feed(data)
+                        if relay.done and out.endswith(sse.DONE_EVENT):
+                            out, self._done = out[: -len(sse.DONE_EVENT)], sse.DONE_EVENT
                         if not relay.only_dropped:  # garbage is no sign of life
                             watch.fed()
                         if out:
@@ -177,7 +185,7 @@ class StreamResponse:
             except TimeoutError:
                 if not relay.finished:
                     raise self._timeout(asyncio.get_running_loop().time()) from None
-            tail = relay.end()
+            tail = self._done + relay.end()
             self.outcome = "completed"
             return tail
         except UpstreamError as error:

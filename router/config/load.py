@@ -34,7 +34,7 @@ from .model import (
 from .providers import read_providers
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}\Z")
-_STATE_SCHEMES = ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster")
+STATE_SCHEMES = ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster")
 
 
 # Defaults come from the dataclasses themselves (slots classes keep no class attributes).
@@ -172,7 +172,7 @@ def _delay(raw: Any, path: str, p: Problems) -> float:
 def _state(raw: Any, p: Problems) -> State:
     m = p.mapping(raw, "state", ("url", "on_failure", "replicas", "timeout", "retention", "ledger_file"))
     url = p.string(m.get("url"), "state.url", _DEFAULT_STATE.url) or _DEFAULT_STATE.url
-    if url.split("://", 1)[0] not in _STATE_SCHEMES or "://" not in url:
+    if url.split("://", 1)[0] not in STATE_SCHEMES or "://" not in url:
         # Only the scheme is shown: the rest of a Redis URL may hold its password.
         shown = url.split("://", 1)[0] + "://…" if "://" in url else "a URL without a scheme"
         p.add("state.url", f"expected memory://, redis://…, rediss://… or redis+cluster://…, got {shown}")

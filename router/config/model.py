@@ -117,12 +117,11 @@ class Provider:
     forward_headers: tuple[str, ...] = ()
     stream_usage: bool = True
     """Whether the provider takes `stream_options.include_usage` (else it is removed)."""
+    streaming: bool = True
+    """Whether the provider streams: then a request the client did not stream is read as a
+    stream too, so `first_token` and `idle` bound it (attempt.py). Else `timeouts.response`."""
     probe: Probe | None = None
     tls: TLS = TLS()
-
-    @property
-    def chat_url(self) -> str:
-        return self.base_url + "/chat/completions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +144,7 @@ class Timeouts:
     idle: float = 30.0
     """Streams: the longest silence between chunks."""
     response: float = 180.0
-    """Non-streaming: request sent -> the answer, which comes whole after generation."""
+    """Providers that do not stream (`streaming: false`): request sent -> the whole answer."""
     total: float = 600.0
 
 

@@ -48,6 +48,7 @@ _PROVIDER_KEYS = (
     "params",
     "models",
     "stream_usage",
+    "streaming",
     "accepts",
     "probe",
     "tls",
@@ -90,6 +91,7 @@ def _provider(name: str, raw: Any, path: str, p: Problems, *, demo: bool) -> Pro
         quota=p.allowance(m.get("quota"), f"{path}.quota"),
         forward_headers=_forward_headers(m.get("forward_headers"), f"{path}.forward_headers", p),
         stream_usage=p.boolean(m.get("stream_usage"), f"{path}.stream_usage", True),
+        streaming=p.boolean(m.get("streaming"), f"{path}.streaming", True),
         probe=_probe(m.get("probe"), f"{path}.probe", models, p),
         tls=_tls(m.get("tls"), f"{path}.tls", p),
     )

@@ -124,6 +124,11 @@ class Connection(asyncio.Protocol):
     async def closed(self) -> None:
         await self._lost
 
+    @property
+    def lost(self) -> bool:
+        """The client closed the connection (or it was closed here)."""
+        return self._lost.done()
+
     # writing
     def respond_json(
         self, status: int, body: bytes, *, headers: Sequence[tuple[str, str]] = (), keep_alive: bool

@@ -77,6 +77,8 @@ class SimServer:
         self.requests: deque[RecordedRequest] = deque(maxlen=record)
         self.chat_requests = 0
         self.faults_injected = 0
+        self.streams_left = 0
+        """Streams stopped before their end because the client closed the connection."""
         self.connections_accepted = 0
         self._server: asyncio.Server | None = None
         self._connections: set[Connection] = set()
@@ -163,6 +165,7 @@ class SimServer:
         self.faults.set("")
         self.requests.clear()
         self.chat_requests = 0
+        self.streams_left = 0
         self.faults_injected = 0
         self.connections_accepted = 0
 
@@ -366,6 +369,9 @@ class _Exchange:
         for i, event in enumerate(plan.content, start=1):
             if gap and i > 1:
                 await asyncio.sleep(gap)
+            if conn.lost:  # the client left: generation stops, as a provider's does
+                self.sim.streams_left += 1
+                return
             if kind == "malformed" and i == n:
                 event = event[: max(8, len(event) // 2)].rstrip(b"\n") + b"\n\n"
             conn.send_events([event])

@@ -17,7 +17,8 @@ def completion(
 ) -> bytes:
     rendered = []
     for i, choice in enumerate(result.choices):
-        message: dict[str, Any] = {"role": "assistant", "content": choice.content}
+        # OpenAI's message shape: `refusal` is always there, null when the model did not refuse.
+        message: dict[str, Any] = {"role": "assistant", "content": choice.content, "refusal": None}
         if choice.tool_call is not None:
             message["tool_calls"] = [choice.tool_call]
         rendered.append(
@@ -75,6 +76,7 @@ def stream(
         choices: bool = True,
         index: int = 0,
         logprobs: tuple[dict[str, Any], ...] | None = None,
+        no_content_logprobs: bool = False,
     ) -> bytes:
         chunk: dict[str, Any] = {"id": completion_id, "object": "chat.completion.chunk"}
         if dialect.chunk_has_model:
@@ -83,6 +85,8 @@ def stream(
         choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
         if logprobs is not None:  # the logprobs of this chunk's tokens only
             choice["logprobs"] = {"content": list(logprobs), "refusal": None}
+        elif no_content_logprobs:  # asked for, but a tool call has no content: as the non-stream answer
+            choice["logprobs"] = {"content": None, "refusal": None}
         chunk["choices"] = [choice] if choices else []
         if usage is not None:
             chunk["usage"] = usage
@@ -116,13 +120,23 @@ def _events(choice: Choice, index: int, event: Callable[..., bytes]) -> list[byt
     arguments = call["function"]["arguments"]
     half = len(arguments) // 2
     header = {"index": 0, "id": call["id"], "type": "function"}
+    asked = choice.logprobs is not None
     return [
         event(
             {"tool_calls": [{**header, "function": {"name": call["function"]["name"], "arguments": ""}}]},
             index=index,
+            no_content_logprobs=asked,
         ),
-        event({"tool_calls": [{"index": 0, "function": {"arguments": arguments[:half]}}]}, index=index),
-        event({"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]}, index=index),
+        event(
+            {"tool_calls": [{"index": 0, "function": {"arguments": arguments[:half]}}]},
+            index=index,
+            no_content_logprobs=asked,
+        ),
+        event(
+            {"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]},
+            index=index,
+            no_content_logprobs=asked,
+        ),
     ]
 
 

@@ -198,7 +198,7 @@ class Store(Protocol):
     def sends_now(self) -> bool:
         """A step started now is written to the store within its first loop step, ahead of
         any step this process starts later. Only then may an answer go out before its
-        settlement's reply (ticket.answered): the client's next request must find it applied."""
+        settlement's reply (ledger.Settling): the client's next request must find it applied."""
         ...
 
     async def acquire(self, ask: Ask) -> Answer: ...

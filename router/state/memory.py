@@ -39,7 +39,7 @@ LEDGER_MAX = 10_000
 """Records kept in memory per scope (for this process's readers); the JSONL file
 (state.ledger_file) keeps them all. Bounded so a busy sidecar's memory is too."""
 DONE_MAX = 100_000
-"""Settlement keys remembered per scope for once-only settling. In one process a ticket
+"""Settlement keys remembered per scope for once-only settling. In one process a request
 settles once by construction; this guards a repeat within seconds, and must not grow with
 every request for a day (retention) at thousands a second."""
 

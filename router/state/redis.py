@@ -3,7 +3,7 @@
 Every key of a scope carries the scope as its hash tag (`{c:search-team}:leases`), so each
 script touches one hash slot and runs unchanged on Redis Cluster. Time comes from Redis
 `TIME`, so replicas with drifting clocks still share one window. Sockets time out quickly:
-a slow Redis must not become a slow router (guarded.py decides what happens then).
+a slow Redis must not become a slow router (guard.py decides what happens then).
 
 Several steps of one request (its client's scope and its provider key's: different hash
 slots) go out together: on one server as a non-transactional pipeline of EVALSHA calls, one

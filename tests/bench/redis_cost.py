@@ -3,7 +3,7 @@
 The scenarios' Redis rows are measured with Redis sharing a core with the simulator and the
 load generator, so its scripts' time there includes waiting for that core; one request at a
 time, an idle core's wake-ups inflate it the other way. Here a fresh redis-server has a core to
-itself and is kept busy: this process drives the router's own Ledger and Ticket (the full
+itself and is kept busy: this process drives the router's own Ledger, Admission and Settlement (the full
 profile's config: client limits and budget, provider-key limits and quota) through admission
 and settlement, many requests at once, with no HTTP and no upstream in between. What Redis
 spent on them (INFO commandstats), how many commands, and what memory each request left
@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from router import config as configuration
-from router.context import RequestContext
+from router.call import Call
 from router.ledger import Ledger
+from router.settlement import Settlement
 from router.state import open_store
 from router.types import Usage
 from tests.bench.scenarios import SCRIPT_CALLS, commandstats
@@ -44,12 +45,13 @@ async def _requests(ledger: Ledger, n: int) -> None:
     client = config.clients[0]
     (target,) = config.targets["gpt-4o"]
     for i in range(n):
-        ctx = RequestContext(request_id=f"req_{i}", started=time.perf_counter())
-        ticket = ledger.open(ctx, client, BODY, RAW, (target,), None)
-        refused = await ticket.reserve_key(target)
+        call = Call.of(f"req_{i}", BODY, RAW, client=client, targets=(target,), headers={}, idempotency=None)
+        admission = ledger.admit(call)
+        refused = await admission.reserve_key(target)
         assert refused is None, refused
-        ctx.attempts, ctx.target = 1, target
-        await ticket.close(status=200, outcome="completed", usage=USED)
+        settlement = Settlement(ledger, admission, request_id=call.request_id, started=time.perf_counter())
+        settled = settlement.close(target=target, status=200, outcome="completed", usage=USED)
+        await ledger.finish(settled.work).done()
 
 
 async def _drive(url: str, workdir: Path, requests: int, cores: set[int]) -> None:

@@ -30,9 +30,10 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("/asyncio/streams.py", "redis-py: pool, connection, parser"),  # only redis-py uses streams here
     ("/router/http1.py", "provider client (http1, upstream)"),
     ("/router/upstream.py", "provider client (http1, upstream)"),
-    ("/router/ticket.py", "settlement and limits (ticket, ledger, limits)"),
-    ("/router/ledger.py", "settlement and limits (ticket, ledger, limits)"),
-    ("/router/limits.py", "settlement and limits (ticket, ledger, limits)"),
+    ("/router/admission.py", "settlement and limits (admission, settlement, ledger, limits)"),
+    ("/router/settlement.py", "settlement and limits (admission, settlement, ledger, limits)"),
+    ("/router/ledger.py", "settlement and limits (admission, settlement, ledger, limits)"),
+    ("/router/limits.py", "settlement and limits (admission, settlement, ledger, limits)"),
     ("/router/metrics.py", "metrics and the access line"),
     ("/router/access.py", "metrics and the access line"),
     ("/router/logs.py", "metrics and the access line"),

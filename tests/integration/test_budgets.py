@@ -117,7 +117,10 @@ def test_cap_lowers_the_field_the_client_used_and_each_provider_renames_it(
     server = sim("chenyu", chunks=LONG)
     route = "{upstream: doubao-seed-2-0-lite-260428, params: {rename: {max_completion_tokens: max_tokens}}}"
     budget = "budget: {tokens: 100, per: month, on_exceed: cap}"
-    r = router(config(backend, provider_yaml("chenyu", server, {"gpt-4o": route}), client=budget))
+    # chenyu's whole answers report its usage, its streams none: read whole (streaming: false)
+    # so the arithmetic below is the provider's own count, not router's estimate.
+    chenyu = provider_yaml("chenyu", server, {"gpt-4o": route}, streaming="false")
+    r = router(config(backend, chenyu, client=budget))
     settled.append(r)
     capped = post(r, max_tokens=500)  # 28 + 500 reserved of 100: 72 fit
     assert capped.status_code == 200 and capped.headers["x-router-budget-capped"] == "72"

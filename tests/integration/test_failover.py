@@ -179,9 +179,20 @@ def test_a_silent_provider_costs_one_timeout_then_fails_over(
     response, seconds = chat(r, stream=stream)
     assert response.status_code == 200 and response.headers["x-router-provider"] == "b"
     assert (a.chat_requests, b.chat_requests) == (1, 1)
-    bound = 0.5 if stream else 2.0  # first_token for streams, response for whole answers
-    assert bound <= seconds < bound + 0.6
+    # A request the client did not stream is read as a stream upstream: first_token bounds it too.
+    assert 0.5 <= seconds < 0.5 + 1.0
     scenario(stream=stream, attempts={"a": 1, "b": 1}, seconds=round(seconds, 3))
+
+
+def test_a_provider_that_does_not_stream_is_bounded_by_response(
+    sim: Sim, router: Router, scenario: Any
+) -> None:
+    r, a, b = pair(sim, router, a={"faults": "silent"}, a_opts={"streaming": "false"})
+    response, seconds = chat(r, stream=False)
+    assert response.status_code == 200 and response.headers["x-router-provider"] == "b"
+    assert (a.chat_requests, b.chat_requests) == (1, 1)
+    assert 2.0 <= seconds < 2.0 + 1.0  # routing.timeouts.response, not first_token
+    scenario(attempts={"a": 1, "b": 1}, seconds=round(seconds, 3))
 
 
 def test_a_slow_first_token_beyond_the_limit_fails_over(sim: Sim, router: Router, scenario: Any) -> None:

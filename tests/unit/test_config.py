@@ -37,10 +37,10 @@ def problems(text: str, *, demo: bool = False, env: dict[str, str] | None = None
 def test_shipped_config_loads_with_keys_from_the_environment() -> None:
     config = load(SHIPPED, env=REAL_ENV)
     trinity = config.providers["trinity"]
-    assert trinity.chat_url == "https://trinity.example/api/chat/completions"  # no /v1 added
+    assert trinity.base_url == "https://trinity.example/api"  # no /v1 added
     assert trinity.keys[0].secret == "xh-abc"
-    assert config.providers["chenyu"].chat_url == "https://api.chenyu.cn/v1/chat/completions"
-    assert config.providers["real200"].chat_url == "https://real200.com/v1/chat/completions"
+    assert config.providers["chenyu"].base_url == "https://api.chenyu.cn/v1"
+    assert config.providers["real200"].base_url == "https://real200.com/v1"
     assert config.clients == ()  # the demo client exists only under --demo
 
 

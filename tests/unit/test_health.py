@@ -9,7 +9,7 @@ import pytest
 from router.classify import read_answer, to_error
 from router.config import Breaker, Target, parse
 from router.errors import DeadlineExceeded, UpstreamConnectError, UpstreamTimeout
-from router.health import EXHAUSTED_COOLDOWN, Health, Lease, Status
+from router.health import EXHAUSTED_COOLDOWN, Health, KeyUse, Status
 
 
 class Clock:
@@ -43,7 +43,7 @@ def status(health: Health, target: Target) -> Status:
     return health.view(target).status
 
 
-def lease(health: Health, target: Target, **kw: bool) -> Lease:
+def lease(health: Health, target: Target, **kw: bool) -> KeyUse:
     held = health.begin(target, **kw)
     assert held is not None
     return held

@@ -30,6 +30,7 @@ LAYERS = [
         "translate",
         "capabilities",
         "envelope",
+        "aggregate",
         "validate",
         "classify",
         "relay",
@@ -43,17 +44,18 @@ LAYERS = [
         "logs",
         "access",
     },
-    {"health", "responses"},
-    {"routing", "attempt", "failover", "ticket", "refusals"},
-    {"ledger"},
+    {"health", "responses", "call", "sim"},
+    {"routing", "attempt", "failover", "refusals"},
+    {"admission", "settlement", "ledger"},
     {"proxy"},
-    {"runtime", "probes"},
-    {"gauges"},
+    {"exchange", "runtime", "probes"},
+    {"gauges", "reload"},
     {"handlers"},
     {"admin"},
     {"app", "edge"},
     {"serve"},
     {"cli"},
+    {"__main__"},
 ]
 
 
@@ -108,6 +110,11 @@ def test_lower_layers_never_import_higher_ones() -> None:
             if layer_of[parts[1]] > layer_of[top]:
                 offenders.append(f"{name} imports {parts[1]}")
     assert offenders == []
+
+
+def test_every_module_has_a_layer() -> None:
+    layered = set().union(*LAYERS) | {"__init__"}
+    assert sorted({name.split(".")[0] for name in modules()} - layered) == []
 
 
 def test_no_provider_is_special_cased_in_code() -> None:

@@ -300,7 +300,7 @@ async def test_key_leases_of_requests_without_client_limits_are_renewed() -> Non
     import asyncio
 
     from router import config as configuration
-    from router.context import RequestContext
+    from router.call import Call
     from router.ledger import Ledger
 
     parsed = configuration.parse(
@@ -311,9 +311,10 @@ async def test_key_leases_of_requests_without_client_limits_are_renewed() -> Non
     store = MemoryStore(lease_ttl=0.3)
     ledger = Ledger(parsed, GuardedStore(store))
     (target,) = parsed.targets["m"]
-    ctx = RequestContext(request_id="req_1", started=0.0)
-    ticket = ledger.open(ctx, None, {"model": "m", "messages": []}, b"{}", (target,), None)
-    assert await ticket.reserve_key(target) is None
+    body = {"model": "m", "messages": []}
+    call = Call.of("req_1", body, b"{}", client=None, targets=(target,), headers={}, idempotency=None)
+    admission = ledger.admit(call)
+    assert await admission.reserve_key(target) is None
     for _ in range(3):
         await asyncio.sleep(0.2)
         await ledger._renew()
@@ -341,7 +342,7 @@ def test_a_settlement_record_is_kept_in_an_allocation_of_its_own_size() -> None:
 
     import orjson
 
-    from router.ticket import compact
+    from router.settlement import compact
 
     record = {"settlement_key": "stl_0123456789abcdef01234567", "tokens": 12, "cost": 0.5}
     tracemalloc.start()

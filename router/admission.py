@@ -1,0 +1,202 @@
+"""What a request takes from shared state before it goes upstream (SPEC §6).
+
+An Admission holds its client's ask (limits, budget, idempotency claim) still unsent: the
+first attempt sends it together with its provider key's ask, so a request costs one round
+trip to the store before it goes upstream (DESIGN-NOTES). The client's answer comes first:
+a refusal (its 429 or 402, 409, 422, or a replay; refusals.py says which) ends the request
+and gives back what the key granted in the same round trip. If no attempt is ever made, the
+ask is still sent before the request fails, so a replay or the client's own limit answers
+rather than the providers' state.
+
+What the request took is given back, and its usage recorded, by its settlement
+(settlement.py) when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import limits, metrics
+from .call import Call
+from .config import Target
+from .errors import StateUnavailable
+from .refusals import STATE_RETRY, refused
+from .settlement import client_step, key_release
+from .state import Answer, Ask, Granted, GuardedStore, Limited, StateUnavailableError
+from .types import RawHeaders, Usage
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+
+DEGRADED = (b"x-router-degraded", b"state")
+CAPPED = b"x-router-budget-capped"
+"""The completion tokens a request was sent with, lowered to fit its client's budget (on_exceed: cap)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRefusal:
+    """A provider key that cannot take this request now: for `wait` seconds, or until its quota rolls."""
+
+    wait: float
+    quota: bool
+    remember: bool = True
+    """Skip the key in other requests too until `wait` has passed."""
+
+
+class Admission:
+    """One request's hold on shared state until it is settled."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        call: Call,
+        settlement_key: str,
+        reserve: Usage,
+        ask: Ask | None,
+    ):
+        self._ledger = ledger
+        self.call = call
+        self.settlement_key = settlement_key
+        self.reserve = reserve
+        """What the request is expected to use at most: reserved against TPM, budgets and quotas."""
+        self.ask = ask
+        self._unsent = ask
+        """The client's ask until the first attempt (or admit()) sends it."""
+        self.granted: Granted | None = None
+        self.capped = 0
+        """Completion tokens per choice the client's budget let through (on_exceed: cap), or 0:
+        the request goes with its max_tokens lowered to it (proxy.py)."""
+        self.keys: dict[Target, tuple[Ask, Granted]] = {}
+        """What each provider key granted, until the attempt's end gives it back or settles it."""
+        self.started_at = time.time()
+        self.refused = False
+        """The client's scope refused the request: nothing was taken, nothing is settled."""
+        self.headers: RawHeaders = []
+        """For the response: rate-limit windows, a capped budget, a degraded store."""
+
+    @property
+    def _state(self) -> GuardedStore:
+        return self._ledger.state
+
+    def grants(self) -> list[tuple[Ask, Granted]]:
+        """What the request holds now (renewed by the ledger's keeper while it runs)."""
+        found = list(self.keys.values())
+        if self.ask is not None and self.granted is not None:
+            found.append((self.ask, self.granted))
+        return found
+
+    async def admit(self) -> None:
+        """Send the client's ask if no attempt has: a request that no target could take still
+        gets its replay, its 409 or 422, or its own 429 or 402 rather than the providers' error."""
+        if self._unsent is not None:
+            await self._acquire(None)
+
+    async def reserve_key(self, target: Target) -> KeyRefusal | None:
+        """Reserve `target`'s key limits and quota for one attempt; a refusal names how long.
+        The first call also admits the request into its client's scope, in the same round
+        trip: a refusal there is raised (Replayed, or the error to answer with)."""
+        provider = target.provider
+        ask = limits.ask(
+            limits.key_scope(target),
+            provider.limits,
+            provider.quota,
+            reserve=self.reserve,
+            price=target.route.price,
+            lease=f"{self.settlement_key}.{len(self.keys)}",
+        )
+        answer = await self._acquire(ask)
+        if ask is None:
+            return None
+        assert answer is not None
+        if isinstance(answer, StateUnavailableError):  # on_failure: closed
+            raise StateUnavailable(
+                "Shared state is unavailable; retry shortly.", headers={"retry-after": STATE_RETRY}
+            )
+        if isinstance(answer, Granted):
+            self.keys[target] = (ask, answer)
+            if answer.local and DEGRADED not in self.headers:
+                self.headers.append(DEGRADED)
+            return None
+        limit = answer.limit if isinstance(answer, Limited) else "quota"
+        metrics.RATE_LIMITED.labels("key", target.name, limit).inc()
+        if isinstance(answer, Limited):
+            # A full concurrency limit or a quota reserved by requests in flight frees up any
+            # moment: skip the key for this request only. A window says when it has room.
+            remember = answer.limit not in ("concurrency", "reserved")
+            return KeyRefusal(answer.retry_after, quota=False, remember=remember)
+        assert provider.quota is not None
+        return KeyRefusal(limits.seconds_to_rollover(provider.quota), quota=True)
+
+    async def release_key(self, target: Target) -> None:
+        """An attempt failed: give back its key's reservation (it used no tokens)."""
+        held = self.keys.pop(target, None)
+        if held is not None:
+            await self._state.settle_all([key_release(self.settlement_key, *held)])
+
+    async def _acquire(self, key_ask: Ask | None) -> Answer | StateUnavailableError | None:
+        """Ask the store for `key_ask` and, the first time, the client's ask with it: one round
+        trip. Returns the key's answer; raises the client's refusal."""
+        client_ask, self._unsent = self._unsent, None
+        asks = [a for a in (client_ask, key_ask) if a is not None]
+        if not asks:
+            return None
+        state = self._state
+        if state.immediate:  # never suspends: nothing can cancel it midway
+            answers = await state.acquire_all(asks)
+        else:
+            step = asyncio.ensure_future(state.acquire_all(asks))
+            try:
+                answers = await asyncio.shield(step)
+            except asyncio.CancelledError:  # the client left mid-trip: give back what it granted
+                step.add_done_callback(lambda done: self._give_back(done, client_ask, key_ask))
+                raise
+        key_answer = answers[-1] if key_ask is not None else None
+        if client_ask is not None:
+            await self._client_answered(answers[0], key_ask, key_answer)
+        return key_answer
+
+    def _give_back(
+        self, step: asyncio.Future[list[Answer | StateUnavailableError]], client: Ask | None, key: Ask | None
+    ) -> None:
+        """What a cancelled first round trip was granted, given back: the request never went out."""
+        if step.cancelled() or step.exception() is not None:
+            return
+        answers = step.result()
+        steps = []
+        if client is not None and isinstance(answers[0], Granted):
+            # Not kept as self.granted: the settlement may run meanwhile, and must not give it back too.
+            steps += client_step(self, None, None, None, granted=answers[0])
+        if key is not None and isinstance(answers[-1], Granted):
+            steps.append(key_release(self.settlement_key, key, answers[-1], unsent=True))
+        if steps:
+            self._ledger.finish(self._state.settle_all(steps)).detach()
+
+    async def _client_answered(
+        self,
+        answer: Answer | StateUnavailableError,
+        key_ask: Ask | None,
+        key_answer: Answer | StateUnavailableError | None,
+    ) -> None:
+        """Take the client's answer; a refusal ends the request, with nothing to settle."""
+        client = self.call.client
+        if isinstance(answer, Granted):
+            self.granted = answer
+            if answer.capped:  # later keys reserve what the request may now use
+                self.capped = answer.capped
+                self.reserve = Usage(self.reserve.prompt_tokens, answer.capped * self.call.choices)
+                self.headers.append((CAPPED, str(answer.capped).encode()))
+            if answer.local:
+                self.headers.append(DEGRADED)
+            if client is not None:
+                self.headers += limits.limit_headers(client.limits, answer.window)
+            return
+        self.refused = True
+        refusal = refused(answer, client)
+        if isinstance(key_answer, Granted):  # asked alongside: it must consume nothing either
+            assert key_ask is not None
+            release = key_release(self.settlement_key, key_ask, key_answer, unsent=True)
+            await self._ledger.finish(self._state.settle_all([release])).done()
+        raise refusal
