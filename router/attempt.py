@@ -53,6 +53,12 @@ class Tally:
     """The last attempt's time to its first content (or its whole answer), in seconds."""
     reading: StreamRelay | None = None
     """The stream the last attempt read: what it used so far, should the client leave."""
+    committed: asyncio.Future[None] | None = None
+    """Set once the attempt has its first token (or its whole answer): a hedge race waits on it."""
+
+    def commit(self) -> None:
+        if self.committed is not None and not self.committed.done():
+            self.committed.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +201,7 @@ class Sender:
             async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.response)) as timer:
                 response = await self._upstream.send(target, payload, headers)
                 tally.upstream_headers = tally.first_token = time.perf_counter() - started
+                tally.commit()
                 timer.reschedule(min(deadline, loop.time() + self._timeouts.idle))  # one timer, not two
                 answer = await response.read()
         except TimeoutError:
@@ -253,6 +260,7 @@ class Sender:
                 raise _status_error(provider, response, answer, relay.redact, expected="an event stream")
             first = await self._until_commit(relay, response, first_token_by)
             tally.first_token = time.perf_counter() - started
+            tally.commit()
             committed = True
         except TimeoutError:
             raise self._timeout(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .attempt import Committed, Tally
 from .call import Call
 from .classify import Verdict
-from .config import Timeouts
+from .config import Target, Timeouts
 from .context import RequestContext
 from .disconnect import DisconnectWatch
 from .errors import RouterError, UpstreamStatusError
@@ -52,7 +52,9 @@ class Exchange:
         # A client that leaves stops its provider request — unless it sent an idempotency key:
         # then the answer is finished and kept, so its retry is replayed rather than re-run.
         watch = DisconnectWatch(receive) if call.idempotency is None else None
-        work = self._proxy.forward(call, self._admission, self._tally, self._deadline)
+        work = self._proxy.forward(
+            call, self._admission, self._tally, self._deadline, hedge_lost=self._hedge_lost
+        )
         try:
             outcome = await (watch.guard(work) if watch is not None else work)
         except Replayed as replayed:  # the stored answer of an earlier request with this idempotency key
@@ -139,6 +141,10 @@ class Exchange:
         # Where the provider reported no usage, what the client's usage chunk said.
         used = relay.usage or relay.estimate()
         return self._settle(200, response.outcome, used, relay.usage is None, stored)
+
+    def _hedge_lost(self, target: Target, used: Usage) -> None:
+        """An attempt a hedge race cancelled: settled now, on its own, as a hedge."""
+        self._ledger.finish(self._settlement.hedge_lost(target, used).work).detach()
 
     # -- the request's record, and its settlement ----------------------------------------
 

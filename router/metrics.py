@@ -130,6 +130,18 @@ STREAM_OUTCOMES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+HEDGES_STARTED = Counter(
+    "router_hedges_started_total",
+    "Second attempts started because the first had no first token after routing.hedge.after.",
+    ["model"],
+    registry=REGISTRY,
+)
+HEDGES_WON = Counter(
+    "router_hedges_won_total",
+    "Hedges that answered first; the attempt they raced was cancelled.",
+    ["model"],
+    registry=REGISTRY,
+)
 STREAM_EVENTS_DROPPED = Counter(
     "router_stream_events_dropped_total",
     "Malformed stream events from a provider, dropped rather than relayed.",
@@ -197,6 +209,8 @@ tokens = Bound(TOKENS)
 cost = Bound(COST)
 stream_outcomes = Bound(STREAM_OUTCOMES)
 stream_events_dropped = Bound(STREAM_EVENTS_DROPPED)
+hedges_started = Bound(HEDGES_STARTED)
+hedges_won = Bound(HEDGES_WON)
 connections_closed = Bound(CONNECTIONS_CLOSED)
 
 NAMES = (
@@ -212,6 +226,8 @@ NAMES = (
     "router_inflight_requests",
     "router_stream_outcomes_total",
     "router_stream_events_dropped_total",
+    "router_hedges_started_total",
+    "router_hedges_won_total",
     "router_idempotent_replays_total",
     "router_state_errors_total",
     "router_budget_remaining",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,11 +25,15 @@ from .classify import Verdict
 from .config import Config, Target
 from .errors import ParamNotAllowed, UpstreamError, UpstreamTimeout
 from .health import Health, KeyUse, Status, key_id
-from .types import JSON
+from .race import Race
+from .types import JSON, Usage
 from .upstream import Upstream
 
 if TYPE_CHECKING:
     from .admission import Admission
+
+HedgeLost = Callable[[Target, Usage], None]
+"""Settles an attempt that a hedge race cancelled, for what it used."""
 
 _CONVERSATION = re.compile(rb"^[\x21-\x7e]{1,256}\Z")
 # Failures after which this request leaves the target alone: a silent target costs one
@@ -75,6 +79,10 @@ class Proxy:
         self._strategy = routing.STRATEGIES[config.routing.strategy]
         self._sticky = config.routing.sticky == "conversation"
         self._max_attempts = config.routing.max_attempts
+        self._hedge = config.routing.hedge
+        self._hedge_budget = (
+            failover.RetryBudget(ratio=self._hedge.budget, floor=1) if self._hedge is not None else None
+        )
         self._limited: dict[Target, tuple[float, bool]] = {}
         """Keys at their providers.yaml limit (until when, and whether it is the quota), as the
         shared store last said: skipped without asking again. Never waited for: SPEC §8."""
@@ -85,11 +93,14 @@ class Proxy:
         admission: Admission,
         tally: Tally,
         deadline: float,
+        *,
+        hedge_lost: HedgeLost | None = None,
     ) -> Outcome:
         """Attempt the planned targets until one answers, by `deadline` (loop time); raises
-        the error to answer with."""
+        the error to answer with. `hedge_lost` settles an attempt a hedge race cancelled."""
         loop = asyncio.get_running_loop()
         run = _Forwarding(self, call, admission)
+        hedge_after = self._hedge_after(call)
         self._budget.request()
         while tally.attempts < self._max_attempts:
             now = loop.time()
@@ -111,6 +122,12 @@ class Proxy:
             started = await run.start(choice)
             if started is None:
                 continue
+            if hedge_after is not None:
+                race = Race(self, run, tally, deadline, after=hedge_after, lost=hedge_lost)
+                outcome = await race.run(started)  # notes each failed attempt itself
+                if outcome is not None:
+                    return outcome
+                continue
             try:
                 return await self.attempt(
                     call, started.lease, started.body, deadline, tally,
@@ -120,6 +137,21 @@ class Proxy:
                 await run.failed(started.lease.target, error)
         await admission.admit()  # if no attempt asked the client's scope, its refusal or replay comes first
         raise self._give_up(run.failures, call.targets, loop.time(), deadline)
+
+    def _hedge_after(self, call: Call) -> float | None:
+        """Seconds after which this request is hedged, or None (off, or over the budget)."""
+        if self._hedge is None or self._hedge_budget is None:
+            return None
+        self._hedge_budget.request()
+        return self._hedge.after_for(call.model)
+
+    def try_hedge(self) -> bool:
+        """Spend one hedge from the budget; False when it is spent."""
+        return self._hedge_budget is not None and self._hedge_budget.try_retry()
+
+    @property
+    def max_hedges(self) -> int:
+        return self._hedge.max if self._hedge is not None else 0
 
     async def attempt(
         self,

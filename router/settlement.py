@@ -50,6 +50,7 @@ class Settlement:
         self._started = started
         """time.perf_counter() when the request arrived."""
         self.closed = False
+        self._hedges = 0
 
     def stored(self, status: int, *, stream: bool, body: bytes) -> Stored | None:
         """The answer as kept for a retry with the same idempotency key; None without a key."""
@@ -92,6 +93,31 @@ class Settlement:
             steps.append(key_step(key, target, held, used, cost, periods))
         return Settled(used, key, self._run(steps))
 
+    def hedge_lost(self, target: Target, used: Usage) -> Settled:
+        """An attempt that a hedge race cancelled: a record of its own (`hedge_of` the
+        request's), its estimated usage added to the client's and the key's counters, and
+        its key's reservation given back."""
+        admission = self._admission
+        call = admission.call
+        self._hedges += 1
+        key = f"{admission.settlement_key}.hedge{self._hedges}"
+        cost = limits.cost_nanos(used, target.route.price)
+        _counted(call, target, used, cost)
+        record = self._record(key, target, used, cost, True, 499, "hedge_lost")
+        periods = limits.periods(admission.started_at)
+        scope = limits.client_scope(call.client_name)
+        steps: list[Step] = [
+            (
+                Settle(
+                    scope=scope, settlement_key=key, tokens=used.total_tokens, cost_nanos=cost,
+                    periods=periods, record=record,
+                ),
+                admission.granted.local if admission.granted else False,
+            )
+        ]  # fmt: skip
+        steps.append(key_step(key, target, admission.keys.pop(target, None), used, cost, periods))
+        return Settled(used, key, self._run(steps))
+
     def _record(
         self, key: str, target: Target, used: Usage, cost: int, estimated: bool, status: int, outcome: str
     ) -> bytes:
@@ -115,6 +141,8 @@ class Settlement:
             "started_at": logs.utc_iso(admission.started_at),
             "duration_ms": round((time.perf_counter() - self._started) * 1000, 3),
         }
+        if key != admission.settlement_key:
+            fields["hedge_of"] = admission.settlement_key
         return compact(orjson.dumps(fields))
 
     def _run(self, steps: list[Step]) -> Coroutine[Any, Any, None] | None:

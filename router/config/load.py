@@ -25,6 +25,7 @@ from .model import (
     Breaker,
     Client,
     Config,
+    Hedge,
     Metrics,
     Routing,
     Server,
@@ -189,7 +190,7 @@ def _state(raw: Any, p: Problems) -> State:
 
 
 def _routing(raw: Any, p: Problems) -> Routing:
-    m = p.mapping(raw, "routing", ("strategy", "max_attempts", "breaker", "timeouts", "sticky"))
+    m = p.mapping(raw, "routing", ("strategy", "max_attempts", "breaker", "timeouts", "sticky", "hedge"))
     b = p.mapping(m.get("breaker"), "routing.breaker", ("failures", "cooldown", "max_cooldown"))
     breaker = Breaker(
         failures=p.integer(b.get("failures"), "routing.breaker.failures", _DEFAULT_BREAKER.failures, lo=1),
@@ -233,6 +234,31 @@ def _routing(raw: Any, p: Problems) -> Routing:
         breaker=breaker,
         timeouts=timeouts,
         sticky=sticky,
+        hedge=_hedge(m.get("hedge"), p),
+    )
+
+
+def _hedge(raw: Any, p: Problems) -> Hedge | None:
+    if raw is None or raw is False or raw == "off":
+        return None
+    m = p.mapping(raw, "routing.hedge", ("after", "max", "budget", "models"))
+    default = Hedge()
+    budget = m.get("budget")
+    if isinstance(budget, str) and budget.strip().endswith("%"):
+        share = (
+            p.number(budget.strip()[:-1], "routing.hedge.budget", default.budget * 100, lo=0, hi=100) / 100
+        )
+    else:
+        share = p.number(budget, "routing.hedge.budget", default.budget, lo=0, hi=1)
+    models: dict[str, float | None] = {}
+    for model, value in p.entries(m.get("models"), "routing.hedge.models").items():
+        path = f"routing.hedge.models.{model}"
+        models[model] = None if value is False or value == "off" else p.duration(value, path, default.after)
+    return Hedge(
+        after=p.duration(m.get("after"), "routing.hedge.after", default.after),
+        max=p.integer(m.get("max"), "routing.hedge.max", default.max, lo=1, hi=3),
+        budget=share,
+        models=models,
     )
 
 

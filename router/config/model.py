@@ -156,12 +156,31 @@ class Breaker:
 
 
 @dataclass(frozen=True, slots=True)
+class Hedge:
+    """routing.hedge: a second provider asked when the first has not answered in time."""
+
+    after: float = 2.0
+    """Seconds without a first token after which a hedge starts."""
+    max: int = 1
+    """Hedges per request at most."""
+    budget: float = 0.1
+    """Hedges over the last 10 s at most this share of requests (plus one), as retries are."""
+    models: Mapping[str, float | None] = field(default_factory=dict)
+    """Per model: its own `after`, or None for no hedging. Models not named use `after`."""
+
+    def after_for(self, model: str) -> float | None:
+        return self.models.get(model, self.after)
+
+
+@dataclass(frozen=True, slots=True)
 class Routing:
     strategy: str = "weighted"
     max_attempts: int = 3
     breaker: Breaker = Breaker()
     timeouts: Timeouts = Timeouts()
     sticky: str | None = "conversation"
+    hedge: Hedge | None = None
+    """Off unless configured."""
 
 
 @dataclass(frozen=True, slots=True)

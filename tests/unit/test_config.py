@@ -302,3 +302,19 @@ def test_server_edge_limits_have_defaults_and_are_checked() -> None:
         "server.max_headers: must be at least 1, got 0",
         "server.metrics_port: must differ from server.port (9000)",
     ]
+
+
+def test_hedging_is_off_unless_configured_and_each_bad_value_names_its_path() -> None:
+    assert parse(MINIMAL, env={}).routing.hedge is None
+    hedge = parse(
+        MINIMAL + "routing: {hedge: {after: 1s, budget: 25%, models: {m: off, n: 500ms}}}\n", env={}
+    ).routing.hedge
+    assert hedge is not None and (hedge.after, hedge.max, hedge.budget) == (1.0, 1, 0.25)
+    assert (hedge.after_for("m"), hedge.after_for("n"), hedge.after_for("other")) == (None, 0.5, 1.0)
+    found = problems(MINIMAL + "routing: {hedge: {after: soon, max: 9, budget: 150%, models: {m: never}}}\n")
+    assert sorted(p.split(":")[0] for p in found) == [
+        "routing.hedge.after",
+        "routing.hedge.budget",
+        "routing.hedge.max",
+        "routing.hedge.models.m",
+    ]

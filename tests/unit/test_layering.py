@@ -47,7 +47,7 @@ LAYERS = [
     {"health", "responses", "call", "sim"},
     {"routing", "attempt", "failover", "refusals"},
     {"admission", "settlement", "ledger"},
-    {"proxy"},
+    {"proxy", "race"},
     {"exchange", "runtime", "probes"},
     {"gauges", "reload"},
     {"handlers"},
