@@ -43,6 +43,8 @@ METRIC_NAMES = frozenset(
         "router_inflight_requests",
         "router_stream_outcomes_total",
         "router_stream_events_dropped_total",
+        "router_hedges_started_total",
+        "router_hedges_won_total",
         "router_idempotent_replays_total",
         "router_state_errors_total",
         "router_budget_remaining",
