@@ -194,6 +194,7 @@ class Admission:
                 self.headers += limits.limit_headers(client.limits, answer.window)
             return
         self.refused = True
+        self._ledger.forget(self.settlement_key)  # nothing held: nothing to renew or settle
         refusal = refused(answer, client)
         if isinstance(key_answer, Granted):  # asked alongside: it must consume nothing either
             assert key_ask is not None

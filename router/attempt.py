@@ -29,9 +29,10 @@ from .config import Config, Target
 from .errors import DeadlineExceeded, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .redact import Redactor, is_credential_header
 from .relay import StreamRelay
-from .responses import report_dropped
+from .responses import FINISH_GRACE, report_dropped
 from .types import JSON, RawHeaders, Usage
 from .upstream import Upstream, UpstreamResponse, base_headers
+from .watchdog import Watchdog
 
 _HEADER_VALUE = re.compile(rb"^[\x20-\x7e]{1,1024}\Z")
 
@@ -151,7 +152,7 @@ class Sender:
         upstream, first = await self._open_stream(tally, target, payload, headers, deadline, relay)
         if call.stream:
             return Committed(upstream, relay, first)
-        return await self._gather(upstream, relay, first, deadline)
+        return await self._gather(tally, upstream, relay, first, deadline)
 
     def _headers(
         self, request_id: str, target: Target, client_headers: Mapping[bytes, bytes], *, stream: bool
@@ -201,7 +202,6 @@ class Sender:
             async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.response)) as timer:
                 response = await self._upstream.send(target, payload, headers)
                 tally.upstream_headers = tally.first_token = time.perf_counter() - started
-                tally.commit()
                 timer.reschedule(min(deadline, loop.time() + self._timeouts.idle))  # one timer, not two
                 answer = await response.read()
         except TimeoutError:
@@ -215,6 +215,7 @@ class Sender:
         if response.status != 200:
             raise _status_error(provider, response, answer, redact)
         parsed = _check_completion(provider, answer, redact)
+        tally.commit()  # a whole answer is its own commit point
         usage = Usage.from_json(parsed.get("usage"))
         if envelope.complete(
             parsed,
@@ -289,36 +290,47 @@ class Sender:
                 return first
 
     async def _gather(
-        self, response: UpstreamResponse, relay: StreamRelay, first: bytes, deadline: float
+        self, tally: Tally, response: UpstreamResponse, relay: StreamRelay, first: bytes, deadline: float
     ) -> Whole:
-        """Read a committed stream to its end and gather it into one answer. The relay has
-        made each event whole (envelope, usage), so the aggregate is built from its output."""
-        loop = asyncio.get_running_loop()
+        """Read a committed stream to its end and gather it into one answer. The relay makes
+        each event whole (envelope, usage), so the aggregate is built from its output. The
+        body is poured into the relay as it arrives, so its events cost no task switch each;
+        the idle timer is fed by every piece that is not garbage."""
+        started = time.perf_counter()
         aggregate = CompletionAggregate()
         splitter = sse.EventSplitter()
+        _gather_events(aggregate, splitter, first)
         failure: UpstreamError | None = None
-        complete = False
         try:
-            out = first
-            while True:
-                _gather_events(aggregate, splitter, out)
-                if relay.done or relay.failure is not None:
-                    break
-                try:
-                    async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.idle)):
-                        data = await response.next_chunk()
-                except TimeoutError:
-                    if relay.finished:
-                        out = relay.end()  # the answer is whole; [DONE] never came
-                        continue
-                    raise self._timeout(relay.provider, loop.time(), deadline, headers_arrived=True) from None
-                out = relay.end() if data is None else relay.feed(data)
+            with Watchdog(idle=self._timeouts.idle, deadline=deadline) as watch:
+
+                def into(data: bytes) -> bool:
+                    out = relay.feed(data)
+                    if not relay.only_dropped:
+                        watch.fed()
+                    if out:
+                        _gather_events(aggregate, splitter, out)
+                    if relay.finished and not relay.usage_pending:
+                        watch.wait_at_most(FINISH_GRACE)  # only [DONE] is left to come
+                    return relay.done or relay.failure is not None
+
+                if not relay.done and relay.failure is None:
+                    await response.pour(into)
+            if relay.failure is None and not relay.done:
+                _gather_events(aggregate, splitter, relay.end())  # raises if the answer is cut
             failure = relay.failure
-            complete = failure is None
+        except TimeoutError:
+            if relay.finished and relay.failure is None:  # whole, but [DONE] never came
+                _gather_events(aggregate, splitter, relay.end())
+            else:
+                failure = self._timeout(
+                    relay.provider, asyncio.get_running_loop().time(), deadline, headers_arrived=True
+                )
         except UpstreamError as error:
             failure = error
         finally:
-            if complete:
+            tally.upstream_wait += time.perf_counter() - started
+            if relay.done and failure is None:
                 response.release()
             else:
                 response.close()
@@ -349,8 +361,8 @@ class Sender:
 def _gather_events(aggregate: CompletionAggregate, splitter: sse.EventSplitter, out: bytes) -> None:
     for event in splitter.feed(out) if out else ():
         data = sse.data_of(event)
-        if data is not None and not sse.is_done(data):
-            aggregate.feed_chunk(orjson.loads(data))
+        if data is not None:
+            aggregate.feed_event(data)  # skips [DONE], and what is not a JSON object
 
 
 def _status_error(

@@ -140,7 +140,9 @@ class Exchange:
             stored = self._settlement.stored(200, stream=True, body=b"".join(response.sent))
         # Where the provider reported no usage, what the client's usage chunk said.
         used = relay.usage or relay.estimate()
-        return self._settle(200, response.outcome, used, relay.usage is None, stored)
+        # "pending": the stream's task was cancelled (shutdown) before it could say how it ended.
+        outcome = response.outcome if response.outcome != "pending" else "client_disconnected"
+        return self._settle(200, outcome, used, relay.usage is None, stored)
 
     def _hedge_lost(self, target: Target, used: Usage) -> None:
         """An attempt a hedge race cancelled: settled now, on its own, as a hedge."""

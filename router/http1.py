@@ -21,7 +21,7 @@ import asyncio
 import ssl
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from urllib.parse import urlsplit
 
 import httptools
@@ -65,7 +65,7 @@ class HTTPResponse:
     """A provider's answer once its status and headers arrived. Read it, or iterate its
     chunks, then close(): an answer read to its end gives its connection back to the pool."""
 
-    __slots__ = ("_conn", "headers", "next_chunk", "status")
+    __slots__ = ("_conn", "headers", "next_chunk", "pour", "status")
 
     def __init__(self, conn: _Connection):
         self._conn: _Connection | None = conn
@@ -73,6 +73,8 @@ class HTTPResponse:
         self.headers = conn.headers
         self.next_chunk = conn.next_piece
         """The body's next piece, or None at its end."""
+        self.pour = conn.pour
+        """The rest of the body, handed piece by piece to a callable as it arrives."""
 
     async def read(self) -> bytes:
         parts = []
@@ -127,6 +129,11 @@ class _Connection(asyncio.Protocol):
         self._decoder: zlib._Decompress | None = None
         self._release_on_complete = False
         self._fed_decoder = False
+        self._into: Callable[[bytes], bool] | None = None
+        """While the body is poured (pour()): takes each piece in the protocol's callback."""
+        self._poured = False
+        self._pour_error: Exception | None = None
+        """What `into` raised (a bug in the reader), to raise again where it waits."""
         self.error: HTTPError | None = None
 
     # -- the exchange, as the pool and HTTPResponse drive it ---------------------------------
@@ -171,6 +178,49 @@ class _Connection(asyncio.Protocol):
                 return None
             self._waiter = self._loop.create_future()
             await self._waiter
+
+    async def pour(self, into: Callable[[bytes], bool]) -> None:
+        """Hand the rest of the body to `into`, piece by piece as it arrives, from the
+        protocol's own callback: a body of N pieces costs the reader one task switch, not N.
+        Returns at the body's end, or once `into` returns True (it has all it needs)."""
+        while self._pieces:  # what came before pour() was called
+            data = self._pieces.popleft()
+            self._buffered -= len(data)
+            if self._decoder is not None:
+                data = self._decode(data)
+            if data and into(data):
+                return
+        self._into, self._poured = into, False
+        try:
+            while not self._complete and self.error is None and not self._poured:
+                self._waiter = self._loop.create_future()
+                await self._waiter
+        finally:
+            self._into = None
+        if self._pour_error is not None:
+            error, self._pour_error = self._pour_error, None
+            raise error
+        if self._poured:
+            return
+        while (piece := await self.next_piece()) is not None:  # a decoder's tail; raises an error
+            if into(piece):
+                return
+
+    def _pour(self, body: bytes) -> None:
+        assert self._into is not None
+        try:
+            data = self._decode(body) if self._decoder is not None else body
+            if data and self._into(data):
+                self._poured = True
+        except HTTPError:
+            pass  # self.error is set: pour() raises it in the reader's task
+        except Exception as exc:  # the reader's own failure: raised in its task too
+            self._pour_error = exc
+        else:
+            if not self._poured:
+                return
+        self._into = None  # what still comes is buffered, for finished() to judge
+        self._wake()
 
     def finished(self, *, ending: bool) -> None:
         """The caller is done with the answer: reuse the connection if it was read to its end
@@ -292,6 +342,9 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._pieces.append(body)
         self._buffered += len(body)
+        if self._into is not None:  # pour(): each piece is taken here, without waking the reader
+            self._pour(body)
+            return
         if self._buffered > HIGH_WATER and not self._paused and not self.closed and self.transport:
             self._paused = True
             self.transport.pause_reading()

@@ -153,6 +153,10 @@ class Proxy:
     def max_hedges(self) -> int:
         return self._hedge.max if self._hedge is not None else 0
 
+    @property
+    def max_attempts(self) -> int:
+        return self._max_attempts
+
     async def attempt(
         self,
         call: Call,
@@ -274,6 +278,8 @@ class _Forwarding:
         self.tried: list[Target] = []
         self.left_alone: set[Target] = set()
         self.capped = False
+        self.hedges = 0
+        """Hedges started for this request (routing.hedge.max), across its failovers."""
 
     def choose(
         self, now: float, *, tried: Sequence[Target], busy: Collection[str] = ()

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import metrics
-from .attempt import Tally
-from .errors import UpstreamError
+from .attempt import Committed, Tally
+from .errors import RouterError, UpstreamError
 from .types import Usage
 
 if TYPE_CHECKING:
@@ -55,11 +55,13 @@ class Race:
         loop = asyncio.get_running_loop()
         began = time.perf_counter()
         winner: _Racer | None = None
+        failing: _Racer | None = None
+        """The attempt whose failure is being noted: if that raises, the request ends with it."""
         running = [self._start(first)]
         hedge_at = loop.time() + self._after
         try:
             while running:
-                hedging = len(self._racers) <= self._proxy.max_hedges
+                hedging = self._may_hedge()
                 waits: set[asyncio.Future[Any]] = set()
                 for racer in running:
                     assert racer.task is not None and racer.tally.committed is not None
@@ -71,16 +73,17 @@ class Race:
                     running.remove(winner)
                     if winner is not self._racers[0]:
                         metrics.hedges_won(self._run.call.model).inc()
-                    self._cancel(running, settle_first=True)
-                    assert winner.task is not None
-                    return await winner.task
+                    self._cancel(running, keep=None)
+                    return await self._outcome(winner)
                 for racer in [r for r in running if r.task in done]:
                     running.remove(racer)
                     assert racer.task is not None
                     error = racer.task.exception()
                     if not isinstance(error, UpstreamError):
                         raise error or AssertionError("an attempt that returns has committed")
+                    failing = racer
                     await self._run.failed(racer.started.lease.target, error)
+                    failing = None
                 if not done and hedging:
                     hedge = await self._hedge(running)
                     if hedge is not None:
@@ -88,8 +91,26 @@ class Race:
                     hedge_at = loop.time() + self._after
             return None
         finally:
-            self._cancel(running, settle_first=False)  # the request's own attempt is the request's to settle
-            self._merge(winner, time.perf_counter() - began)
+            # The request is settled for one attempt: the winner, the one whose error it ends
+            # with, or (the client left) the one still running. Any other is a hedge's cost.
+            answering = winner or failing or (running[0] if running else self._racers[-1])
+            self._cancel(running, keep=answering)
+            self._merge(answering, time.perf_counter() - began)
+
+    async def _outcome(self, winner: _Racer) -> Outcome | None:
+        assert winner.task is not None
+        try:
+            return await winner.task
+        except UpstreamError as error:  # committed, then failed: noted as any failed attempt
+            await self._run.failed(winner.started.lease.target, error)
+            return None
+
+    def _may_hedge(self) -> bool:
+        """Another hedge is allowed: fewer than `max` for this request, and within max_attempts."""
+        run = self._run
+        return run.hedges < self._proxy.max_hedges and (
+            self._tally.attempts + len(self._racers) < self._proxy.max_attempts
+        )
 
     def _start(self, started: Started) -> _Racer:
         racer = _Racer(started)
@@ -112,27 +133,34 @@ class Race:
     async def _hedge(self, running: list[_Racer]) -> _Racer | None:
         """A hedge on a provider none of the running attempts uses, if the budget has one."""
         run = self._run
+        now = asyncio.get_running_loop().time()
         busy = {r.started.lease.target.provider.name for r in running}
         tried = [r.started.lease.target for r in self._racers]
-        choice = run.choose(asyncio.get_running_loop().time(), tried=tried, busy=busy)
-        if choice is None or choice.not_before > asyncio.get_running_loop().time():
+        choice = run.choose(now, tried=tried, busy=busy)
+        if choice is None or choice.not_before > now or choice.target in tried:
+            return None  # nothing else ready now (a target that failed here is not hedged to)
+        try:
+            started = await run.start(choice)
+        except RouterError:  # shared state refused the key's reservation: the first attempt goes on
             return None
-        if not self._proxy.try_hedge():
-            return None
-        started = await run.start(choice)
         if started is None:
             return None
+        if not self._proxy.try_hedge():  # the budget is spent: give back what was taken
+            started.lease.end()
+            await run.admission.release_key(started.lease.target)
+            return None
+        run.hedges += 1
         metrics.hedges_started(run.call.model).inc()
         return self._start(started)
 
-    def _cancel(self, losers: list[_Racer], *, settle_first: bool) -> None:
-        """Cancel attempts that lost (or whose request ended), and settle each for what it
-        used, as a hedge: at least its prompt, which the provider was sent."""
+    def _cancel(self, losers: list[_Racer], *, keep: _Racer | None) -> None:
+        """Cancel attempts that lost (or whose request ended), and settle each but `keep` for
+        what it used, as a hedge: at least its prompt, which the provider was sent."""
         for racer in losers:
             assert racer.task is not None
             racer.task.cancel()
-            racer.task.add_done_callback(_retrieved)
-            if (racer is self._racers[0] and not settle_first) or self._lost is None:
+            racer.task.add_done_callback(_abandon)
+            if racer is keep or self._lost is None:
                 continue
             relay = racer.tally.reading
             used = (
@@ -141,18 +169,23 @@ class Race:
             self._lost(racer.started.lease.target, used)
         losers.clear()
 
-    def _merge(self, winner: _Racer | None, seconds: float) -> None:
-        """The request's tally: every attempt counted, the winner's (else the first's) timings."""
+    def _merge(self, answering: _Racer, seconds: float) -> None:
+        """The request's tally: every attempt counted, the answering one's timings."""
         tally = self._tally
         tally.attempts += sum(r.tally.attempts for r in self._racers)
         tally.upstream_wait += seconds
-        answering = winner or self._racers[0]  # the first: what a client that left is settled for
         tally.target = answering.tally.target
         tally.upstream_headers = answering.tally.upstream_headers
         tally.first_token = answering.tally.first_token
         tally.reading = answering.tally.reading
 
 
-def _retrieved(task: asyncio.Task[Outcome]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: a cancelled loser's error is not news
+def _abandon(task: asyncio.Task[Outcome]) -> None:
+    """A cancelled attempt's end. One that had already returned a stream (it committed in the
+    same moment as the winner) still holds its connection and its key: let both go."""
+    if task.cancelled() or task.exception() is not None:  # retrieved: a loser's error is not news
+        return
+    outcome = task.result()
+    if isinstance(outcome.answer, Committed):
+        outcome.answer.upstream.close()
+        outcome.stream_ended("client_disconnected", None)

@@ -101,6 +101,14 @@ class UpstreamResponse:
         except http1.HTTPError as exc:
             raise mapped(self._provider, exc) from exc
 
+    async def pour(self, into: Callable[[bytes], bool]) -> None:
+        """The rest of the body, handed to `into` piece by piece as it arrives (without a task
+        switch per piece), until it ends or `into` returns True."""
+        try:
+            await self._response.pour(into)
+        except http1.HTTPError as exc:
+            raise mapped(self._provider, exc) from exc
+
     def close(self) -> None:
         """Synchronous: nothing to wait for, so no task is needed to shield it from cancellation."""
         self._response.close()

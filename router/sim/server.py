@@ -257,7 +257,7 @@ class _Exchange:
         self.dialect = sim.dialect
 
     def needs_time(self) -> bool:
-        return bool(self.fault or self.sim.latency or (self._streaming() and self.sim.chunk_gap))
+        return bool(self.fault or self.sim.latency or self.sim.chunk_gap)
 
     def _streaming(self) -> bool:
         return isinstance(self.body, dict) and self.body.get("stream") is True
@@ -287,6 +287,11 @@ class _Exchange:
         if fault is not None and fault.kind == "slow_first_token" and not self._streaming():
             await asyncio.sleep(fault.seconds)
         if not self._streaming():
+            if sim.chunk_gap:  # generating takes as long whether the answer is streamed or not
+                plan = wire.stream(
+                    self.dialect, self.body, result, completion_id=completion_id, created=created
+                )
+                await asyncio.sleep(sim.chunk_gap * max(0, len(plan.content) - 1))
             payload = wire.completion(
                 self.dialect, self.body, result, completion_id=completion_id, created=created
             )

@@ -113,3 +113,12 @@ def test_a_break_past_the_first_token_is_the_answer_not_a_retry(
     assert (a.chat_requests, b.chat_requests) == (1, 0)
     (record,) = records(r)
     assert record["status"] == 502 and record["outcome"] == "error" and record["completion_tokens"] == 3
+
+
+def test_a_malformed_event_in_a_gathered_answer_is_dropped(sim: Sim, router: Router, tmp_path: Path) -> None:
+    server = sim("trinity", chunks=6, faults="malformed=3")
+    r = serve(router, tmp_path, provider_yaml("t", server, ["gpt-4o"]))
+    response = httpx.post(
+        r.url + "/v1/chat/completions", headers=AUTH, json={"model": "gpt-4o", "messages": HELLO}
+    )
+    assert response.status_code == 200 and response.json()["choices"][0]["finish_reason"] == "stop"

@@ -106,3 +106,45 @@ def test_a_model_may_turn_hedging_off(sim: Sim, router: Router, tmp_path: Path) 
     )
     assert response.status_code == 200 and response.headers["x-router-provider"] == "a"
     assert b.chat_requests == 0
+
+
+def test_a_provider_that_does_not_stream_fails_over_not_wins_with_its_error(
+    sim: Sim, router: Router, tmp_path: Path
+) -> None:
+    # A whole answer commits only once it is a valid answer: a fast 500 is a failed attempt.
+    a = sim("trinity", faults="status=500")
+    b = sim("real200")
+    text = config_yaml(
+        provider_yaml("a", a, ["gpt-4o"], streaming="false"),
+        provider_yaml("b", b, ["gpt-4o"]),
+        routing=routing("{after: 300ms, budget: 100%}"),
+    )
+    r = router(text)
+    response = httpx.post(
+        r.url + "/v1/chat/completions", headers=AUTH, json={"model": "gpt-4o", "messages": HELLO}, timeout=10
+    )
+    assert response.status_code == 200 and response.headers["x-router-provider"] == "b"
+    assert (a.chat_requests, b.chat_requests) == (1, 1)
+
+
+def test_a_final_error_from_the_hedge_is_the_hedges_and_the_first_attempt_is_settled_as_a_hedge(
+    sim: Sim, router: Router, tmp_path: Path
+) -> None:
+    a = sim("trinity", chunks=4, faults="slow_first_token=1500ms")
+    b = sim("real200", faults="status=400")  # the client's own fault: no other attempt helps
+    text = config_yaml(
+        provider_yaml("a", a, ["gpt-4o"]),
+        provider_yaml("b", b, ["gpt-4o"]),
+        routing=routing("{after: 300ms, budget: 100%}"),
+    )
+    r = router(text + f"state: {{ledger_file: {tmp_path / 'ledger.jsonl'}}}\n")
+    response = httpx.post(
+        r.url + "/v1/chat/completions", headers=AUTH, json={"model": "gpt-4o", "messages": HELLO}, timeout=10
+    )
+    assert response.status_code == 400 and response.headers["x-router-provider"] == "b"
+    deadline = time.monotonic() + 3
+    while len(records(r)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    by_provider = {x["provider"]: x for x in records(r)}
+    assert by_provider["b"]["status"] == 400 and by_provider["b"]["outcome"] == "error"
+    assert by_provider["a"]["outcome"] == "hedge_lost"

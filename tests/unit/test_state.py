@@ -401,3 +401,30 @@ async def test_shutdown_writes_the_outbox_even_while_the_breaker_pauses() -> Non
     assert await guard.flush() == 0
     assert await guard.flush(force=True) == 1  # Ledger.aclose: the last chance
     assert not guard.outbox
+
+
+async def test_a_request_its_client_refuses_is_not_left_in_flight() -> None:
+    from router import config as configuration
+    from router.call import Call
+    from router.errors import RateLimited
+    from router.ledger import Ledger
+
+    parsed = configuration.parse(
+        "clients: [{name: c, key: sk-c, limits: {rpm: 1}}]\n"
+        "providers: {p: {base_url: 'http://127.0.0.1:1', keys: [k], models: {m: {}}}}\n",
+        env={},
+    )
+    ledger = Ledger(parsed, GuardedStore(MemoryStore()))
+    (target,) = parsed.targets["m"]
+    body = {"model": "m", "messages": []}
+    outcomes = []
+    for i in range(2):
+        call = Call.of(
+            f"req_{i}", body, b"{}", client=parsed.clients[0], targets=(target,), headers={}, idempotency=None
+        )
+        try:
+            outcomes.append(await ledger.admit(call).reserve_key(target))
+        except RateLimited:
+            outcomes.append("refused")
+    assert outcomes == [None, "refused"]
+    assert ledger.in_flight == 1  # the admitted one only: a refusal holds nothing to renew or settle
