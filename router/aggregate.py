@@ -40,7 +40,12 @@ class _Choice:
 
     def feed(self, choice: dict[str, Any]) -> None:
         delta = choice.get("delta")
-        if isinstance(delta, dict):
+        if type(delta) is dict and len(delta) == 1 and type(delta.get("content")) is str:
+            # Most chunks are one piece of text: appended without looking for anything else.
+            if self.content is None:
+                self.content = []
+            self.content.append(delta["content"])
+        elif isinstance(delta, dict):
             if isinstance(delta.get("role"), str) and delta["role"]:
                 self.role = delta["role"]
             self.content = _joined(self.content, delta.get("content"))
@@ -145,9 +150,10 @@ class CompletionAggregate:
     def feed_chunk(self, chunk: dict[str, Any]) -> None:
         if not isinstance(chunk, dict):  # whatever a caller's json.loads made of an odd event
             return
-        for key in ("id", "created", "model", *_PASSED):
-            if chunk.get(key) is not None and key not in self._envelope:
-                self._envelope[key] = chunk[key]
+        if "id" not in self._envelope:  # the relay gives every chunk the stream's one envelope
+            for key in ("id", "created", "model", *_PASSED):
+                if chunk.get(key) is not None and key not in self._envelope:
+                    self._envelope[key] = chunk[key]
         usage = chunk.get("usage")
         if isinstance(usage, dict):  # the last one: with usage on every chunk, it is the total
             self._usage = usage

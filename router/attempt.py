@@ -298,18 +298,17 @@ class Sender:
         the idle timer is fed by every piece that is not garbage."""
         started = time.perf_counter()
         aggregate = CompletionAggregate()
-        splitter = sse.EventSplitter()
-        _gather_events(aggregate, splitter, first)
+        _gather_events(aggregate, sse.EventSplitter().feed(first))
         failure: UpstreamError | None = None
         try:
             with Watchdog(idle=self._timeouts.idle, deadline=deadline) as watch:
 
                 def into(data: bytes) -> bool:
-                    out = relay.feed(data)
+                    out = relay.feed_events(data)
                     if not relay.only_dropped:
                         watch.fed()
                     if out:
-                        _gather_events(aggregate, splitter, out)
+                        _gather_events(aggregate, out)
                     if relay.finished and not relay.usage_pending:
                         watch.wait_at_most(FINISH_GRACE)  # only [DONE] is left to come
                     return relay.done or relay.failure is not None
@@ -317,11 +316,11 @@ class Sender:
                 if not relay.done and relay.failure is None:
                     await response.pour(into)
             if relay.failure is None and not relay.done:
-                _gather_events(aggregate, splitter, relay.end())  # raises if the answer is cut
+                _gather_events(aggregate, relay.end_events())  # raises if the answer is cut
             failure = relay.failure
         except TimeoutError:
             if relay.finished and relay.failure is None:  # whole, but [DONE] never came
-                _gather_events(aggregate, splitter, relay.end())
+                _gather_events(aggregate, relay.end_events())
             else:
                 failure = self._timeout(
                     relay.provider, asyncio.get_running_loop().time(), deadline, headers_arrived=True
@@ -358,8 +357,8 @@ class Sender:
         return UpstreamTimeout(f"{provider}: {what}", provider=provider)
 
 
-def _gather_events(aggregate: CompletionAggregate, splitter: sse.EventSplitter, out: bytes) -> None:
-    for event in splitter.feed(out) if out else ():
+def _gather_events(aggregate: CompletionAggregate, events: list[bytes]) -> None:
+    for event in events:
         data = sse.data_of(event)
         if data is not None:
             aggregate.feed_event(data)  # skips [DONE], and what is not a JSON object

@@ -69,8 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--faults", default="", help="fault spec, e.g. 'status=429,retry_after=2,times=3'")
     sim.add_argument("--latency", default="0ms", help="delay before each answer, e.g. 200ms")
     sim.add_argument("--chunks", type=int, default=8, help="content chunks per streamed answer")
+    sim.add_argument("--chunk-gap", default="0ms", help="delay between streamed chunks")
     sim.add_argument(
-        "--chunk-gap", default="0ms", help="delay between streamed chunks (a whole answer waits as long)"
+        "--paced-whole", action="store_true", help="a whole answer takes as long as its stream would"
     )
     sim.add_argument("--keys", default=None, help="comma-separated keys to accept (default: any)")
     sim.set_defaults(run=_sim)
@@ -176,6 +177,7 @@ def _sim(args: argparse.Namespace) -> int:
             latency=parse_duration(args.latency),
             chunks=args.chunks,
             chunk_gap=parse_duration(args.chunk_gap),
+            paced_whole=args.paced_whole,
             keys=tuple(args.keys.split(",")) if args.keys else None,
         )
     except FaultSpecError as error:

@@ -128,6 +128,11 @@ class StreamRelay:
         `failure` is set and the events before it are still returned: after the commit
         point the client gets them, then the error.
         """
+        out = self.feed_events(data)
+        return b"".join(out) if out else b""
+
+    def feed_events(self, data: bytes) -> list[bytes]:
+        """As feed(), the events one by one (for a reader that takes them apart again)."""
         out: list[bytes] = []
         dropped = self.dropped
         events = 0
@@ -140,10 +145,14 @@ class StreamRelay:
         except UpstreamError as error:
             self.failure = error
         self.only_dropped = events > 0 and self.dropped - dropped == events
-        return b"".join(out) if out else b""
+        return out
 
     def end(self) -> bytes:
         """The provider closed the stream cleanly: the bytes that close the client's stream."""
+        return b"".join(self.end_events())
+
+    def end_events(self) -> list[bytes]:
+        """As end(), the events one by one."""
         last = self._splitter.flush()
         out: list[bytes] = []
         if last is not None and not self.done:
@@ -158,7 +167,7 @@ class StreamRelay:
                     f"{self.provider}: the stream ended before the answer finished", provider=self.provider
                 )
             self._close(out)
-        return b"".join(out)
+        return out
 
     def _close(self, out: list[bytes]) -> None:
         if self.wants_usage and not self._usage_sent and self._envelope is not None:

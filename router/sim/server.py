@@ -61,6 +61,7 @@ class SimServer:
         latency: float = 0.0,
         chunks: int = 8,
         chunk_gap: float = 0.0,
+        paced_whole: bool = False,
         keys: tuple[str, ...] | None = None,
         stream_usage: str | None = None,
         record: int = 1000,
@@ -73,6 +74,9 @@ class SimServer:
         self.latency = latency
         self.chunks = chunks
         self.chunk_gap = chunk_gap
+        self.paced_whole = paced_whole
+        """A whole answer takes as long as its stream would (chunk_gap per event), as a
+        provider's does; off, it comes at once (tests that only need the stream paced)."""
         self.keys = keys
         self.requests: deque[RecordedRequest] = deque(maxlen=record)
         self.chat_requests = 0
@@ -257,7 +261,8 @@ class _Exchange:
         self.dialect = sim.dialect
 
     def needs_time(self) -> bool:
-        return bool(self.fault or self.sim.latency or self.sim.chunk_gap)
+        paced = self._streaming() or self.sim.paced_whole
+        return bool(self.fault or self.sim.latency or (paced and self.sim.chunk_gap))
 
     def _streaming(self) -> bool:
         return isinstance(self.body, dict) and self.body.get("stream") is True
@@ -287,11 +292,12 @@ class _Exchange:
         if fault is not None and fault.kind == "slow_first_token" and not self._streaming():
             await asyncio.sleep(fault.seconds)
         if not self._streaming():
-            if sim.chunk_gap:  # generating takes as long whether the answer is streamed or not
-                plan = wire.stream(
+            if sim.chunk_gap and sim.paced_whole:  # generating takes as long, streamed or not:
+                plan = wire.stream(  # the stream's pauses, one by one (timers are not exact)
                     self.dialect, self.body, result, completion_id=completion_id, created=created
                 )
-                await asyncio.sleep(sim.chunk_gap * max(0, len(plan.content) - 1))
+                for _ in plan.content:
+                    await asyncio.sleep(sim.chunk_gap)
             payload = wire.completion(
                 self.dialect, self.body, result, completion_id=completion_id, created=created
             )

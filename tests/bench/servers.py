@@ -27,7 +27,9 @@ ALL_CORES = frozenset(os.sched_getaffinity(0))
 
 # The simulators: name -> (model routed to it, `router sim` options).
 SIMS = {
-    "fast": ("gpt-4o", ["--chunks", "8", "--chunk-gap", "2ms"]),
+    # --paced-whole: a whole answer takes as long as the stream, as a provider's does; else
+    # a router reading it as a stream would be compared with a direct answer that took no time.
+    "fast": ("gpt-4o", ["--chunks", "8", "--chunk-gap", "2ms", "--paced-whole"]),
     "slow": ("bench-slow", ["--latency", "200ms"]),
     "long": ("bench-long", ["--chunks", "200", "--chunk-gap", "20ms"]),
 }

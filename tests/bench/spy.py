@@ -28,7 +28,7 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("/redis/", "redis-py: pool, connection, parser"),
     ("/hiredis", "redis-py: pool, connection, parser"),
     ("/asyncio/streams.py", "redis-py: pool, connection, parser"),  # only redis-py uses streams here
-    ("/router/http1.py", "provider client (http1, upstream)"),
+    ("/router/http1/", "provider client (http1, upstream)"),
     ("/router/upstream.py", "provider client (http1, upstream)"),
     ("/router/admission.py", "settlement and limits (admission, settlement, ledger, limits)"),
     ("/router/settlement.py", "settlement and limits (admission, settlement, ledger, limits)"),

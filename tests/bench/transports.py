@@ -6,7 +6,7 @@ Starts the simulator, then for each variant a one-route Starlette proxy on its o
 and measures it with the benchmark's load generator. Variants: httpx.AsyncClient with its
 default pool and with large pool limits, httpx.AsyncClient over httpx-aiohttp's transport
 and aiohttp alone (if those packages are installed), and router's own HTTP/1.1 client
-(router/http1.py, what router uses).
+(router/http1/, what router uses).
 """
 
 from __future__ import annotations

@@ -26,13 +26,15 @@ SECRET_KEY = "sk-provider-SECRET-KEY-MARKER-7f3a"
 SECRET_PROMPT = "PROMPT-SECRET-MARKER-91bc"
 
 
-def config_text(sim: SimServer, *, models: str = "{gpt-4o: {}}", server: str = "", state: str = "") -> str:
+def config_text(
+    sim: SimServer, *, models: str = "{gpt-4o: {}}", server: str = "", state: str = "", streaming: bool = True
+) -> str:
     return (
         (f"server: {server}\n" if server else "")
         + (f"state: {state}\n" if state else "")
         + f"clients:\n  - name: team\n    key: {CLIENT_KEY}\n"
         f"providers:\n  trinity:\n    base_url: {sim.base_url}\n"
-        f"    keys: [{SECRET_KEY}]\n    models: {models}\n"
+        f"    keys: [{SECRET_KEY}]\n    models: {models}\n" + ("" if streaming else "    streaming: false\n")
     )
 
 
@@ -97,16 +99,20 @@ def test_one_json_line_per_request_and_no_secret_anywhere(
 def test_sighup_reloads_without_dropping_a_stream_and_refuses_a_bad_config(
     sim: Sim, served: list[Served], tmp_path: Path
 ) -> None:
-    server = sim("trinity", chunks=120, chunk_gap=0.05)  # a 6 s stream: it outlives the reload's retire delay
+    # A 6 s stream that outlives the reload's retire delay. The checks between reloads ask for
+    # whole answers, which this simulator gives at once: `streaming: false` keeps them whole.
+    server = sim("trinity", chunks=120, chunk_gap=0.05)
     path = tmp_path / "providers.yaml"
-    path.write_text(config_text(server))
+    path.write_text(config_text(server, streaming=False))
     s = serve("--config", str(path))
     served.append(s)
     result: list[httpx.Response] = []
     streaming = threading.Thread(target=lambda: result.append(chat(s.url, stream=True)))
     streaming.start()
     time.sleep(0.3)
-    path.write_text(config_text(server, models="{gpt-4o: {}, gpt-4o-mini: {upstream: gpt-4o}}"))
+    path.write_text(
+        config_text(server, models="{gpt-4o: {}, gpt-4o-mini: {upstream: gpt-4o}}", streaming=False)
+    )
     os.kill(s.process.pid, signal.SIGHUP)
     deadline = time.monotonic() + 10
     while "gpt-4o-mini" not in httpx.get(s.url + "/v1/models", headers=AUTH).text:

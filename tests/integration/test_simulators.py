@@ -312,3 +312,15 @@ def test_control_endpoints(sim: Sim) -> None:
     assert httpx.post(base + "/faults", content="bogus").status_code == 400
     assert httpx.post(base + "/reset").status_code == 200
     assert httpx.get(base + "/stats").json()["requests"] == 0
+
+
+def test_a_paced_whole_answer_takes_as_long_as_its_stream(sim: Sim) -> None:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello"}]}
+    seconds = {}
+    for paced in (False, True):
+        server = sim("trinity", chunks=4, chunk_gap=0.05, paced_whole=paced)
+        started = time.monotonic()
+        response = httpx.post(server.base_url + "/chat/completions", json=body, headers=AUTH)
+        seconds[paced] = time.monotonic() - started
+        assert response.status_code == 200
+    assert seconds[False] < 0.15 <= 0.2 <= seconds[True]  # four pauses of 50 ms, or none

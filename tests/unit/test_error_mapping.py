@@ -21,7 +21,7 @@ def client_exception_classes() -> list[type[http1.HTTPError]]:
     return [
         obj
         for _, obj in inspect.getmembers(http1, inspect.isclass)
-        if issubclass(obj, http1.HTTPError) and obj.__module__ == http1.__name__
+        if issubclass(obj, http1.HTTPError) and obj.__module__.startswith(http1.__name__)
     ]
 
 

@@ -18,7 +18,7 @@ ONLY_IN = {
     "hiredis": {"state.redis"},
     "prometheus_client": {"metrics"},
     "uvicorn": {"serve", "edge"},
-    "httptools": {"sim.http", "http1", "edge"},
+    "httptools": {"sim.http", "http1.connection", "edge"},
     "yaml": {"config.load"},
 }
 

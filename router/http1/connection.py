@@ -1,32 +1,17 @@
-"""A lean HTTP/1.1 client for provider calls: keep-alive pools over asyncio protocols.
-
-A proxy uses a sliver of an HTTP client: a request whose body is already in bytes, and the
-answer's status, headers and body as it arrives. No cookies, redirects, auth flows or
-multipart. A pool serves one origin; each request names its own target (the endpoint's path).
-An egress proxy (router/egress.py decides which) is reached the two ways HTTP knows: a CONNECT
-tunnel with TLS to the provider inside it, or an absolute-form request for an http:// provider.
-
-Measured (README, "Performance"; tests/bench/transports.py), the general-purpose clients
-spend most of a proxied request's time on what a proxy never uses: httpx's pool collapsed
-under concurrency, and aiohttp under httpx's API cost ~25 % of the router's CPU per request;
-this client does the same job in a fraction of that. httptools (llhttp, the parser Node
-uses) parses; asyncio does TLS.
-
-Every failure is one of the exceptions below; upstream.py maps them to router's errors.
+"""One keep-alive connection to a provider, one exchange at a time: the request written
+whole, the answer's status, headers and body read as they arrive (httptools parses). Every
+failure is one of the exceptions here; upstream.py maps them to router's errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from urllib.parse import urlsplit
+from typing import Protocol
 
 import httptools
-
-from .egress import Proxy
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -35,10 +20,6 @@ TERMINATOR_WAIT = 1.0
 HIGH_WATER = 256 * 1024
 """Bytes of answer buffered before reading from the socket pauses (a slow client downstream)."""
 LOW_WATER = 64 * 1024
-CLOSE_WAIT = 0.5
-"""Seconds a closing pool waits for its TLS connections to finish their goodbyes."""
-MAX_PROXY_HEAD = 16 * 1024
-"""Bytes of a proxy's answer to CONNECT read before it is taken for something else."""
 
 
 class HTTPError(Exception):
@@ -67,8 +48,8 @@ class HTTPResponse:
 
     __slots__ = ("_conn", "headers", "next_chunk", "pour", "status")
 
-    def __init__(self, conn: _Connection):
-        self._conn: _Connection | None = conn
+    def __init__(self, conn: Connection):
+        self._conn: Connection | None = conn
         self.status = conn.status
         self.headers = conn.headers
         self.next_chunk = conn.next_piece
@@ -101,10 +82,18 @@ class HTTPResponse:
             conn.finished(ending=True)
 
 
-class _Connection(asyncio.Protocol):
+class Owner(Protocol):
+    """Where a connection goes when its exchange is over (pool.Pool)."""
+
+    def release(self, conn: Connection) -> None: ...
+
+    def lost(self, conn: Connection) -> None: ...
+
+
+class Connection(asyncio.Protocol):
     """One keep-alive connection, one exchange at a time."""
 
-    def __init__(self, pool: Pool):
+    def __init__(self, pool: Owner):
         self._pool = pool
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
@@ -371,195 +360,3 @@ class _Connection(asyncio.Protocol):
             self._head.set_exception(error)
             self._head.exception()  # retrieved: a caller that was cancelled never will
         self._wake()
-
-
-class Pool:
-    """Keep-alive connections to one origin (scheme, host, port); each request names its target."""
-
-    def __init__(
-        self,
-        origin: str,
-        *,
-        connect_timeout: float,
-        ssl_context: ssl.SSLContext | None = None,
-        proxy: Proxy | None = None,
-        keepalive_expiry: float = 15.0,
-        max_idle: int = 1024,
-    ):
-        """`origin`: `http(s)://host[:port]`, without a path. `ssl_context`: https only, the
-        system's trust store when None. `proxy`: reached through it, never straight."""
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("not an http(s) origin")  # not echoed: a URL may hold a token
-        if parts.path not in ("", "/") or parts.query:
-            raise ValueError("an origin has no path: each request names its target")
-        self._host = parts.hostname
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._ssl = (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
-        authority = parts.netloc.rpartition("@")[2]  # never user:password@
-        self._tail = f" HTTP/1.1\r\nhost: {authority}\r\n".encode("ascii")
-        self._proxy = proxy
-        self._absolute = b""
-        """Prefixes each target: an http:// origin through a proxy is asked for in absolute-form."""
-        if proxy is not None and self._ssl is None:
-            self._absolute = f"http://{authority}".encode("ascii")
-            if proxy.authorization:
-                self._tail += b"proxy-authorization: " + proxy.authorization + b"\r\n"
-        self._connect_timeout = connect_timeout
-        self._expiry = keepalive_expiry
-        self._max_idle = max_idle
-        self._idle: deque[_Connection] = deque()
-        self._live: set[_Connection] = set()
-        """Every open connection: idle, busy, or waiting for a body's last bytes."""
-        self._closed = False
-        self._drained: asyncio.Future[None] | None = None
-        """Resolved once every connection is gone, when the pool is closing."""
-
-    async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> HTTPResponse:
-        """Send a request for `target` (origin-form: path and query); returns once the answer's
-        status and headers arrived."""
-        conn = self._idle_connection() or await self._connect()
-        head = [method, b" ", self._absolute, target, self._tail]
-        for name, value in headers:
-            head += (name, b": ", value, b"\r\n")
-        head.append(b"content-length: %d\r\n\r\n" % len(body))
-        head.append(body)
-        try:
-            await conn.start(b"".join(head))
-        except BaseException:
-            conn.close()  # cancelled, or failed, with the exchange half done
-            raise
-        return HTTPResponse(conn)
-
-    def release(self, conn: _Connection) -> None:
-        if self._closed or conn.closed or len(self._idle) >= self._max_idle:
-            conn.close()
-            return
-        conn.idle_since = asyncio.get_running_loop().time()
-        self._idle.append(conn)
-
-    def lost(self, conn: _Connection) -> None:
-        self._live.discard(conn)
-        if not self._live and self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
-
-    async def aclose(self) -> None:
-        self._closed = True
-        self._idle.clear()
-        if not self._live:
-            return
-        self._drained = asyncio.get_running_loop().create_future()
-        for conn in list(self._live):
-            conn.close()
-        # TLS says goodbye (close_notify) before its socket closes, which takes a round trip:
-        # wait for it briefly, so that a loop stopping next leaves no socket open, then cut.
-        try:
-            await asyncio.wait_for(asyncio.shield(self._drained), CLOSE_WAIT)
-        except TimeoutError:
-            for conn in list(self._live):
-                conn.abort()
-
-    def _idle_connection(self) -> _Connection | None:
-        idle = self._idle
-        if not idle:
-            return None
-        oldest_usable = asyncio.get_running_loop().time() - self._expiry
-        while idle and idle[0].idle_since < oldest_usable:
-            idle.popleft().close()  # the provider may already have dropped it
-        while idle:
-            conn = idle.pop()  # the most recently used: the least likely to have been dropped
-            if not conn.closed:
-                return conn
-        return None
-
-    async def _connect(self) -> _Connection:
-        try:
-            async with asyncio.timeout(self._connect_timeout):  # the whole setup: proxy, tunnel, TLS
-                if self._proxy is not None and self._ssl is not None:
-                    conn = await self._tunnel(self._proxy, self._ssl)
-                else:
-                    conn = await self._open()
-        except TimeoutError:
-            raise ConnectTimedOut("timed out connecting") from None
-        except OSError as exc:  # refused, unreachable, DNS (socket.gaierror), TLS (ssl.SSLError)
-            through = " through the proxy" if self._proxy is not None else ""
-            raise ConnectFailed(f"could not connect{through} ({type(exc).__name__})") from exc
-        if not conn.closed:  # dropped already: lost() ran before it could be added
-            self._live.add(conn)
-        return conn
-
-    async def _open(self) -> _Connection:
-        """A connection to the origin, or for an http:// origin to its proxy."""
-        host, port = (self._proxy.host, self._proxy.port) if self._proxy else (self._host, self._port)
-        _, conn = await asyncio.get_running_loop().create_connection(
-            lambda: _Connection(self),
-            host,
-            port,
-            ssl=self._ssl,
-            server_hostname=self._host if self._ssl else None,
-        )
-        return conn
-
-    async def _tunnel(self, proxy: Proxy, context: ssl.SSLContext) -> _Connection:
-        """CONNECT through the proxy, then TLS with the provider inside the tunnel: the proxy
-        relays bytes it cannot read, and the certificate checked is the provider's."""
-        loop = asyncio.get_running_loop()
-        transport, opening = await loop.create_connection(_TunnelOpening, proxy.host, proxy.port)
-        try:
-            authority = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
-            request = f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n".encode("ascii")
-            if proxy.authorization:
-                request += b"proxy-authorization: " + proxy.authorization + b"\r\n"
-            transport.write(request + b"\r\n")
-            status = await opening.status
-            if not 200 <= status < 300:
-                # The status only: the proxy's words could echo what it was sent.
-                raise ConnectFailed(f"could not connect: the proxy answered CONNECT with {status}")
-            conn = _Connection(self)
-            tls = await loop.start_tls(transport, conn, context, server_hostname=self._host)
-            if tls is None:  # the tunnel closed during the handshake
-                raise ConnectFailed("could not connect through the proxy (closed during TLS)")
-        except BaseException:
-            transport.close()
-            raise
-        conn.connection_made(tls)  # start_tls hands the transport over without calling it
-        return conn
-
-
-class _TunnelOpening(asyncio.Protocol):
-    """The proxy's answer to CONNECT: its status, once its head is complete. What follows the
-    head belongs to TLS, which takes the transport over."""
-
-    def __init__(self) -> None:
-        self.status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._transport: asyncio.Transport | None = None
-        self._head = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if self.status.done():
-            return
-        self._head += data
-        end = self._head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._head) > MAX_PROXY_HEAD:
-                self._fail("answered CONNECT with something other than HTTP")
-            return
-        line = self._head.split(b"\r\n", 1)[0].split(b" ", 2)
-        if len(line) < 2 or not line[0].startswith(b"HTTP/1.") or not line[1].isdigit():
-            self._fail("answered CONNECT with something other than HTTP")
-        elif end + 4 < len(self._head) and line[1].startswith(b"2"):
-            self._fail("sent bytes before the tunnel was open")  # TLS has not started: not ours
-        else:
-            assert self._transport is not None
-            self._transport.pause_reading()  # until TLS takes the transport over
-            self.status.set_result(int(line[1]))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.status.done():
-            self.status.set_exception(ConnectFailed("could not connect: the proxy closed the connection"))
-
-    def _fail(self, what: str) -> None:
-        self.status.set_exception(ConnectFailed(f"could not connect: the proxy {what}"))
