@@ -329,11 +329,11 @@ class Connection(asyncio.Protocol):
             self._head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
-        self._pieces.append(body)
-        self._buffered += len(body)
         if self._into is not None:  # pour(): each piece is taken here, without waking the reader
             self._pour(body)
             return
+        self._pieces.append(body)
+        self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self._paused and not self.closed and self.transport:
             self._paused = True
             self.transport.pause_reading()

@@ -122,3 +122,14 @@ def test_a_malformed_event_in_a_gathered_answer_is_dropped(sim: Sim, router: Rou
         r.url + "/v1/chat/completions", headers=AUTH, json={"model": "gpt-4o", "messages": HELLO}
     )
     assert response.status_code == 200 and response.json()["choices"][0]["finish_reason"] == "stop"
+
+
+def test_gathered_answers_reuse_their_connection(sim: Sim, router: Router, tmp_path: Path) -> None:
+    server = sim("trinity", chunks=8, chunk_gap=0.002)
+    r = serve(router, tmp_path, provider_yaml("t", server, ["gpt-4o"]))
+    for _ in range(5):
+        response = httpx.post(
+            r.url + "/v1/chat/completions", headers=AUTH, json={"model": "gpt-4o", "messages": HELLO}
+        )
+        assert response.status_code == 200
+    assert server.connections_accepted == 1  # read to its end, each answer gave its connection back
