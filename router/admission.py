@@ -15,25 +15,59 @@ What the request took is given back, and its usage recorded, by its settlement
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from . import limits, metrics
 from .call import Call
-from .config import Target
+from .config import Limits, Target
 from .errors import StateUnavailable
+from .ledger import Ledger
 from .refusals import STATE_RETRY, refused
-from .settlement import client_step, key_release
-from .state import Answer, Ask, Granted, GuardedStore, Limited, StateUnavailableError
+from .state import Answer, Ask, Claim, Granted, GuardedStore, Limited, StateUnavailableError
+from .steps import ClientHold, client_step, key_release
 from .types import RawHeaders, Usage
 
-if TYPE_CHECKING:
-    from .ledger import Ledger
-
+NO_LIMITS = Limits()
 DEGRADED = (b"x-router-degraded", b"state")
 CAPPED = b"x-router-budget-capped"
 """The completion tokens a request was sent with, lowered to fit its client's budget (on_exceed: cap)."""
+
+
+def admit(ledger: Ledger, call: Call) -> Admission:
+    """An Admission for `call`, holding what its client's scope must grant. Nothing is
+    asked of the store yet: the first attempt asks (reserve_key), so a refusal or a
+    replay is raised from there."""
+    if ledger.state.refusing:
+        raise StateUnavailable(
+            "Shared state is unavailable, so this request cannot be settled exactly once; retry shortly.",
+            headers={"retry-after": STATE_RETRY},
+        )
+    settlement_key = "stl_" + os.urandom(12).hex()
+    client = call.client
+    reserve = limits.estimate(call.body, len(call.raw))
+    budget = client.budget if client else None
+    # A cost budget reserves at the dearest target's price; nothing else needs a price.
+    price = limits.dearest(call.targets) if budget is not None and budget.cost is not None else None
+    claim = None
+    if call.idempotency is not None:
+        claim = Claim(call.idempotency, hashlib.sha256(call.raw).hexdigest()[:32], settlement_key)
+    ask = limits.ask(
+        limits.client_scope(call.client_name),
+        client.limits if client else NO_LIMITS,
+        budget,
+        reserve=reserve,
+        price=price,
+        lease=settlement_key,
+        claim=claim,
+        budget=True,
+        n=call.choices,
+    )
+    admission = Admission(ledger, call, settlement_key, reserve, ask)
+    ledger.hold(settlement_key, admission)  # renewed once it holds leases; forgotten when settled
+    return admission
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +110,11 @@ class Admission:
         """The client's scope refused the request: nothing was taken, nothing is settled."""
         self.headers: RawHeaders = []
         """For the response: rate-limit windows, a capped budget, a degraded store."""
+
+    @property
+    def held(self) -> ClientHold:
+        """What it holds in its client's scope now."""
+        return ClientHold(self.settlement_key, self.call.client_name, self.ask, self.granted)
 
     @property
     def _state(self) -> GuardedStore:
@@ -168,7 +207,8 @@ class Admission:
         steps = []
         if client is not None and isinstance(answers[0], Granted):
             # Not kept as self.granted: the settlement may run meanwhile, and must not give it back too.
-            steps += client_step(self, None, None, None, granted=answers[0])
+            hold = ClientHold(self.settlement_key, self.call.client_name, self.ask, answers[0])
+            steps += client_step(hold, None, None, None)
         if key is not None and isinstance(answers[-1], Granted):
             steps.append(key_release(self.settlement_key, key, answers[-1], unsent=True))
         if steps:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from .admission import admit
 from .attempt import Committed, Tally
 from .call import Call
 from .classify import Verdict
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
     from starlette.types import Receive
 
     from .ledger import Ledger, Settling
-    from .proxy import Outcome, Proxy
+    from .outcome import Outcome
+    from .proxy import Proxy
 
 RouterResponse = BytesResponse | StreamResponse
 
@@ -42,7 +44,7 @@ class Exchange:
         self._call = call
         self._idle = timeouts.idle
         self._deadline = asyncio.get_running_loop().time() + timeouts.total
-        self._admission = ledger.admit(call)
+        self._admission = admit(ledger, call)
         self._settlement = Settlement(ledger, self._admission, request_id=ctx.request_id, started=ctx.started)
         self._tally = Tally()
         self._outcome: Outcome | None = None

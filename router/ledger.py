@@ -17,24 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import os
 import re
 import time
 from collections.abc import Coroutine, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from . import limits
-from .admission import Admission
-from .call import Call
-from .config import Allowance, Config, Limits
-from .errors import InvalidRequest, StateUnavailable
-from .refusals import STATE_RETRY
-from .state import Claim, GuardedStore, open_store
+from .config import Allowance, Config
+from .errors import InvalidRequest
+from .state import Ask, Granted, GuardedStore, open_store
 from .types import JSON
 
 log = logging.getLogger("router.ledger")
@@ -45,7 +40,6 @@ RENEW_EVERY = 10.0
 """Seconds between lease renewals; leases live 30 s, so two renewals may be missed."""
 TICK = 1.0
 """Seconds between checks of a store marked down, and outbox flushes."""
-NO_LIMITS = Limits()
 RENEW_FOR_AT_MOST = 60.0
 """Seconds past the request deadline after which a request that was never settled (a bug) stops
 being renewed: its leases and claim then expire instead of holding forever."""
@@ -103,45 +97,24 @@ class Settling:
             self._task = self._ledger.track(work)
 
 
+class Held(Protocol):
+    """What a request in flight holds, as the keeper renews it (admission.Admission)."""
+
+    started_at: float
+
+    def grants(self) -> list[tuple[Ask, Granted]]: ...
+
+
 class Ledger:
     def __init__(self, config: Config, state: GuardedStore):
         self.config = config
         self.state = state
-        self._open: dict[str, Admission] = {}
+        self._open: dict[str, Held] = {}
         self._background: set[asyncio.Task[None]] = set()
 
-    def admit(self, call: Call) -> Admission:
-        """An Admission for `call`, holding what its client's scope must grant. Nothing is
-        asked of the store yet: the first attempt asks (admission.py), so a refusal or a
-        replay is raised from there."""
-        if self.state.refusing:
-            raise StateUnavailable(
-                "Shared state is unavailable, so this request cannot be settled exactly once; retry shortly.",
-                headers={"retry-after": STATE_RETRY},
-            )
-        settlement_key = "stl_" + os.urandom(12).hex()
-        client = call.client
-        reserve = limits.estimate(call.body, len(call.raw))
-        budget = client.budget if client else None
-        # A cost budget reserves at the dearest target's price; nothing else needs a price.
-        price = limits.dearest(call.targets) if budget is not None and budget.cost is not None else None
-        claim = None
-        if call.idempotency is not None:
-            claim = Claim(call.idempotency, hashlib.sha256(call.raw).hexdigest()[:32], settlement_key)
-        ask = limits.ask(
-            limits.client_scope(call.client_name),
-            client.limits if client else NO_LIMITS,
-            budget,
-            reserve=reserve,
-            price=price,
-            lease=settlement_key,
-            claim=claim,
-            budget=True,
-            n=call.choices,
-        )
-        admission = Admission(self, call, settlement_key, reserve, ask)
-        self._open[settlement_key] = admission  # renewed once it holds leases; forgotten when settled
-        return admission
+    def hold(self, settlement_key: str, held: Held) -> None:
+        """Renew what `held` holds until it is settled (or refused): forget(settlement_key)."""
+        self._open[settlement_key] = held
 
     @property
     def in_flight(self) -> int:

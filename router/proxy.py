@@ -14,52 +14,28 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from . import failover, metrics, routing, translate
-from .attempt import Committed, Sender, Tally, Whole
+from .attempt import Committed, Sender, Tally
 from .call import Call
 from .classify import Verdict
 from .config import Config, Target
 from .errors import ParamNotAllowed, UpstreamError, UpstreamTimeout
 from .health import Health, KeyUse, Status, key_id
-from .race import Race
-from .types import JSON, Usage
+from .outcome import Outcome, Started
+from .race import HedgeLost, Race
+from .types import JSON
 from .upstream import Upstream
 
 if TYPE_CHECKING:
     from .admission import Admission
 
-HedgeLost = Callable[[Target, Usage], None]
-"""Settles an attempt that a hedge race cancelled, for what it used."""
-
 _CONVERSATION = re.compile(rb"^[\x21-\x7e]{1,256}\Z")
 # Failures after which this request leaves the target alone: a silent target costs one
 # timeout, not three; a key without the model, or refused, or out of quota stays so.
 _LEAVE_ALONE = frozenset({Verdict.NOT_SERVED, Verdict.KEY_REJECTED, Verdict.QUOTA_EXHAUSTED})
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The attempt that answered: its target, and what it answered with."""
-
-    target: Target
-    answer: Whole | Committed
-    lease: KeyUse | None
-    """A committed stream's hold on its key, until the stream ends (stream_ended)."""
-
-    def stream_ended(self, how: str, error: UpstreamError | None) -> None:
-        """What the end of a committed stream says about its key."""
-        lease = self.lease
-        if lease is None:
-            return
-        if how == "completed":
-            lease.succeeded()
-        elif error is not None:  # cut, stalled, broken or refused after the commit point
-            lease.record(error)
-        lease.end()  # a client that left says nothing about the key
 
 
 class Proxy:
@@ -99,7 +75,7 @@ class Proxy:
         """Attempt the planned targets until one answers, by `deadline` (loop time); raises
         the error to answer with. `hedge_lost` settles an attempt a hedge race cancelled."""
         loop = asyncio.get_running_loop()
-        run = _Forwarding(self, call, admission)
+        run = Forwarding(self, call, admission)
         hedge_after = self._hedge_after(call)
         self._budget.request()
         while tally.attempts < self._max_attempts:
@@ -254,16 +230,7 @@ class Proxy:
         return value.decode() if value is not None and _CONVERSATION.match(value) else None
 
 
-@dataclass(slots=True)
-class Started:
-    """An attempt ready to go: its target's key reserved and its health lease taken."""
-
-    lease: KeyUse
-    body: JSON
-    """The request translated for the target."""
-
-
-class _Forwarding:
+class Forwarding:
     """One request's way through its targets: what was translated, tried and left alone."""
 
     def __init__(self, proxy: Proxy, call: Call, admission: Admission):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import metrics
 from .attempt import Committed, Tally
@@ -19,7 +20,58 @@ from .errors import RouterError, UpstreamError
 from .types import Usage
 
 if TYPE_CHECKING:
-    from .proxy import HedgeLost, Outcome, Proxy, Started, _Forwarding
+    from .admission import Admission
+    from .call import Call
+    from .config import Target
+    from .health import KeyUse
+    from .outcome import Outcome, Started
+    from .routing import Candidate
+    from .types import JSON
+
+HedgeLost = Callable[["Target", Usage], None]
+"""Settles an attempt that a hedge race cancelled, for what it used."""
+
+
+class Way(Protocol):
+    """What a race needs of its request's way through the targets (proxy.Forwarding)."""
+
+    call: Call
+    admission: Admission
+    answer_id: str
+    hedges: int
+
+    def choose(
+        self, now: float, *, tried: Sequence[Target], busy: Collection[str] = ()
+    ) -> Candidate | None: ...
+
+    async def start(self, choice: Candidate) -> Started | None: ...
+
+    async def failed(self, target: Target, error: UpstreamError) -> None: ...
+
+
+class Host(Protocol):
+    """What a race needs of the proxy that runs it: its attempts and its hedging rules."""
+
+    @property
+    def max_hedges(self) -> int: ...
+
+    @property
+    def max_attempts(self) -> int: ...
+
+    def try_hedge(self) -> bool: ...
+
+    async def attempt(
+        self,
+        call: Call,
+        lease: KeyUse,
+        upstream_body: JSON,
+        deadline: float,
+        tally: Tally,
+        *,
+        answer_id: str,
+        prompt_tokens: int = 0,
+        measure: bool = True,
+    ) -> Outcome: ...
 
 
 @dataclass(slots=True)
@@ -32,8 +84,8 @@ class _Racer:
 class Race:
     def __init__(
         self,
-        proxy: Proxy,
-        run: _Forwarding,
+        proxy: Host,
+        run: Way,
         tally: Tally,
         deadline: float,
         *,

@@ -18,16 +18,14 @@ import orjson
 
 from . import limits, logs, metrics
 from .config import Target
-from .state import Ask, Granted, Settle, Stored
+from .state import Settle, Stored
+from .steps import Step, client_step, key_release, key_step
 from .types import Usage
 
 if TYPE_CHECKING:
     from .admission import Admission
     from .call import Call
     from .ledger import Ledger
-
-Step = tuple[Settle, bool]
-"""One store step, and whether it goes to the local fallback (what it settles was granted there)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +77,7 @@ class Settlement:
         keys = admission.keys
         releases = [key_release(key, *keys.pop(t)) for t in list(keys) if t is not target]
         if target is None:  # no upstream work: nothing is settled, the idempotency key goes free
-            steps = [*client_step(admission, None, None, None), *releases]
+            steps = [*client_step(admission.held, None, None, None), *releases]
             return Settled(None, None, self._run(steps))
         call = admission.call
         used = usage or estimated or Usage(0, 0)
@@ -87,7 +85,7 @@ class Settlement:
         _counted(call, target, used, cost)
         record = self._record(key, target, used, cost, usage is None, status, outcome)
         periods = limits.periods(admission.started_at)
-        steps = [*client_step(admission, used, cost, record, stored, periods), *releases]
+        steps = [*client_step(admission.held, used, cost, record, stored, periods), *releases]
         held = keys.pop(target, None)
         if held is not None or used.total_tokens or cost:  # the key's quota and usage counters
             steps.append(key_step(key, target, held, used, cost, periods))
@@ -155,75 +153,6 @@ def _counted(call: Call, target: Target, used: Usage, cost: int) -> None:
     metrics.tokens(*labels, "completion").inc(used.completion_tokens)
     if cost:
         metrics.cost(*labels).inc(cost / 1e9)
-
-
-def client_step(
-    admission: Admission,
-    used: Usage | None,
-    cost: int | None,
-    record: bytes | None,
-    stored: Stored | None = None,
-    periods: tuple[str, ...] = (),
-    *,
-    granted: Granted | None = None,
-) -> list[Step]:
-    """The client scope's step: its lease and claim released, its usage and record added."""
-    ask, granted = admission.ask, granted or admission.granted
-    if record is None and granted is None:
-        return []  # nothing was taken, nothing to give back
-    tokens = used.total_tokens if used else 0
-    settle = Settle(
-        scope=ask.scope if ask else limits.client_scope(admission.call.client_name),
-        settlement_key=admission.settlement_key,
-        hold=granted.hold if granted else None,
-        tpm=ask.tpm if ask else 0,
-        tpm_delta=tokens - (granted.tokens if granted else 0),
-        tokens=tokens,
-        cost_nanos=cost or 0,
-        periods=periods if record is not None else (),
-        record=record,
-        claim_key=ask.claim.key if ask and ask.claim else None,
-        claim_hash=ask.claim.body_hash if ask and ask.claim else "",
-        stored=stored,
-    )
-    return [(settle, granted.local if granted else False)]
-
-
-def key_step(
-    settlement_key: str,
-    target: Target,
-    held: tuple[Ask, Granted] | None,
-    used: Usage,
-    cost: int,
-    periods: tuple[str, ...],
-) -> Step:
-    """The provider key's step: its reservation (`held`) reconciled, its usage and quota added."""
-    ask, granted = held if held is not None else (None, None)
-    settle = Settle(
-        scope=limits.key_scope(target),
-        settlement_key=settlement_key,
-        hold=granted.hold if granted else None,
-        tpm=ask.tpm if ask else 0,
-        tpm_delta=used.total_tokens - (granted.tokens if granted else 0),
-        tokens=used.total_tokens,
-        cost_nanos=cost,
-        periods=periods,
-    )
-    return settle, granted.local if granted else False
-
-
-def key_release(settlement_key: str, ask: Ask, granted: Granted, *, unsent: bool = False) -> Step:
-    """Give back a key's reservation; `unsent`: the request never went out, so its RPM slot too."""
-    settle = Settle(
-        scope=ask.scope,
-        settlement_key=f"{settlement_key}:{ask.lease}",
-        hold=granted.hold,
-        tpm=ask.tpm,
-        tpm_delta=-granted.tokens,
-        rpm=ask.rpm if unsent else 0,
-        rpm_delta=-1 if unsent else 0,
-    )
-    return settle, granted.local
 
 
 def compact(data: bytes) -> bytes:

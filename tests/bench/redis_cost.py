@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from router import config as configuration
+from router.admission import admit
 from router.call import Call
 from router.ledger import Ledger
 from router.settlement import Settlement
@@ -46,7 +47,7 @@ async def _requests(ledger: Ledger, n: int) -> None:
     (target,) = config.targets["gpt-4o"]
     for i in range(n):
         call = Call.of(f"req_{i}", BODY, RAW, client=client, targets=(target,), headers={}, idempotency=None)
-        admission = ledger.admit(call)
+        admission = admit(ledger, call)
         refused = await admission.reserve_key(target)
         assert refused is None, refused
         settlement = Settlement(ledger, admission, request_id=call.request_id, started=time.perf_counter())

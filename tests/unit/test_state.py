@@ -300,6 +300,7 @@ async def test_key_leases_of_requests_without_client_limits_are_renewed() -> Non
     import asyncio
 
     from router import config as configuration
+    from router.admission import admit
     from router.call import Call
     from router.ledger import Ledger
 
@@ -313,7 +314,7 @@ async def test_key_leases_of_requests_without_client_limits_are_renewed() -> Non
     (target,) = parsed.targets["m"]
     body = {"model": "m", "messages": []}
     call = Call.of("req_1", body, b"{}", client=None, targets=(target,), headers={}, idempotency=None)
-    admission = ledger.admit(call)
+    admission = admit(ledger, call)
     assert await admission.reserve_key(target) is None
     for _ in range(3):
         await asyncio.sleep(0.2)
@@ -405,6 +406,7 @@ async def test_shutdown_writes_the_outbox_even_while_the_breaker_pauses() -> Non
 
 async def test_a_request_its_client_refuses_is_not_left_in_flight() -> None:
     from router import config as configuration
+    from router.admission import admit
     from router.call import Call
     from router.errors import RateLimited
     from router.ledger import Ledger
@@ -423,7 +425,7 @@ async def test_a_request_its_client_refuses_is_not_left_in_flight() -> None:
             f"req_{i}", body, b"{}", client=parsed.clients[0], targets=(target,), headers={}, idempotency=None
         )
         try:
-            outcomes.append(await ledger.admit(call).reserve_key(target))
+            outcomes.append(await admit(ledger, call).reserve_key(target))
         except RateLimited:
             outcomes.append("refused")
     assert outcomes == [None, "refused"]
