@@ -106,7 +106,7 @@ class Exchange:
             await settling.done()
         else:
             await settling.written()
-            response.after = settling.done()
+            response.after = settling.rest()
         return response
 
     async def _failed(self, error: RouterError) -> None:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -89,6 +89,13 @@ class Settling:
         await self.written()
         if self._task is not None:
             await asyncio.shield(self._task)
+
+    def rest(self) -> Awaitable[None] | None:
+        """After written(): what is left to wait for (the reply), as a future that is harmless
+        never to await (a response that is never sent), or None."""
+        if self._task is None or self._task.done():
+            return None
+        return asyncio.shield(self._task)
 
     def detach(self) -> None:
         """Nobody will await it: it runs as a task of its own."""
