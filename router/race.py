@@ -107,8 +107,7 @@ class Race:
         loop = asyncio.get_running_loop()
         began = time.perf_counter()
         winner: _Racer | None = None
-        failing: _Racer | None = None
-        """The attempt whose failure is being noted: if that raises, the request ends with it."""
+        failing: _Racer | None = None  # whose failure is being noted: if that raises, it ends the request
         running = [self._start(first)]
         hedge_at = loop.time() + self._after
         try:

@@ -30,8 +30,10 @@ def routing(hedge: str) -> str:
     return f"{{strategy: ordered, timeouts: {{first_token: 5s, idle: 5s, total: 10s}}, hedge: {hedge}}}"
 
 
-def serve(sim: Sim, router: Router, tmp_path: Path, hedge: str) -> tuple[RouterThread, SimServer, SimServer]:
-    a = sim("trinity", chunks=4, faults="slow_first_token=1500ms")
+def serve(
+    sim: Sim, router: Router, tmp_path: Path, hedge: str, *, slow: str = "1500ms"
+) -> tuple[RouterThread, SimServer, SimServer]:
+    a = sim("trinity", chunks=4, faults=f"slow_first_token={slow}")
     b = sim("real200", chunks=4)
     text = config_yaml(
         provider_yaml("a", a, ["gpt-4o"]), provider_yaml("b", b, ["gpt-4o"]), routing=routing(hedge)
@@ -85,7 +87,7 @@ def test_a_hedge_answers_near_after_and_the_slow_attempt_is_settled_as_a_hedge(
 
 def test_hedges_come_out_of_a_budget(sim: Sim, router: Router, tmp_path: Path) -> None:
     # A 0 % budget still allows one hedge per window (the floor), and no more.
-    r, _, _ = serve(sim, router, tmp_path, "{after: 300ms, budget: 0%}")
+    r, _, _ = serve(sim, router, tmp_path, "{after: 300ms, budget: 0%}", slow="800ms")
     providers = []
     for _ in range(2):
         response = httpx.post(
@@ -100,7 +102,9 @@ def test_hedges_come_out_of_a_budget(sim: Sim, router: Router, tmp_path: Path) -
 
 
 def test_a_model_may_turn_hedging_off(sim: Sim, router: Router, tmp_path: Path) -> None:
-    r, _, b = serve(sim, router, tmp_path, "{after: 300ms, budget: 100%, models: {gpt-4o: off}}")
+    r, _, b = serve(
+        sim, router, tmp_path, "{after: 300ms, budget: 100%, models: {gpt-4o: off}}", slow="800ms"
+    )
     response = httpx.post(
         r.url + "/v1/chat/completions", headers=AUTH, json={"model": "gpt-4o", "messages": HELLO}, timeout=10
     )
