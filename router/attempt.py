@@ -118,9 +118,10 @@ class Sender:
         answer_id: str,
         prompt_tokens: int,
     ) -> Whole | Committed:
-        """One attempt. `upstream_body` is `call` translated for `target`; `prompt_tokens`
-        is router's estimate of the prompt, for answers that report no usage."""
-        as_stream = call.stream or target.provider.streaming
+        """One attempt. `upstream_body` is `call` translated for `target` (translate.for_target:
+        a stream where its provider streams); `prompt_tokens` is router's estimate of the
+        prompt, for answers that report no usage."""
+        as_stream = bool(upstream_body.get("stream"))  # translate.for_target decided it
         headers, redact = self._headers(request_id, target, call.headers, stream=as_stream)
         tally.target = target
         tally.attempts += 1
@@ -144,10 +145,6 @@ class Sender:
             redact=redact,
         )
         tally.reading = relay
-        if not call.stream:
-            upstream_body = {**upstream_body, "stream": True}
-            if target.provider.stream_usage:
-                upstream_body["stream_options"] = {"include_usage": True}
         payload = orjson.dumps(upstream_body)
         upstream, first = await self._open_stream(tally, target, payload, headers, deadline, relay)
         if call.stream:

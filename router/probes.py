@@ -47,7 +47,7 @@ async def run(config: Config, proxy: Proxy, health: Health) -> None:
 async def probe(config: Config, proxy: Proxy, health: Health, target: Target) -> bool:
     """One probe request; True if the key answered."""
     body = {"model": target.route.name, **PROBE_BODY}
-    upstream_body = translate.to_upstream(body, target.route, stream_usage=target.provider.stream_usage)
+    upstream_body = translate.for_target(body, target)
     request_id = "probe_" + new_request_id()[4:]
     call = Call.of(request_id, body, b"", client=None, targets=(target,), headers={}, idempotency=None)
     deadline = asyncio.get_running_loop().time() + config.routing.timeouts.first_token

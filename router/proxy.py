@@ -215,9 +215,7 @@ class Proxy:
             target = candidate.target
             if target not in translated:
                 try:
-                    translated[target] = translate.to_upstream(
-                        body, target.route, stream_usage=target.provider.stream_usage
-                    )
+                    translated[target] = translate.for_target(body, target)
                 except ParamNotAllowed as refusal:
                     failures.refusal = failures.refusal or refusal
                     left_alone.add(target)
@@ -285,9 +283,7 @@ class Forwarding:
             self.capped = True
             self.body = translate.cap_completion(self.body, admission.capped)
             self.translated.clear()
-            self.translated[target] = translate.to_upstream(
-                self.body, target.route, stream_usage=target.provider.stream_usage
-            )
+            self.translated[target] = translate.for_target(self.body, target)
         lease = self.proxy._health.begin(target, fail_open=choice.fail_open)
         if lease is None:
             await admission.release_key(target)

@@ -8,19 +8,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import ModelRoute
+from .config import ModelRoute, Target
 from .errors import ParamNotAllowed
 from .types import JSON
 
 
-def to_upstream(body: JSON, route: ModelRoute, *, stream_usage: bool) -> JSON:
+def for_target(body: JSON, target: Target) -> JSON:
+    """`body` as `target` is sent it: its model's rules, and a stream where its provider
+    streams (a whole answer is then gathered from it: attempt.py)."""
+    provider = target.provider
+    return to_upstream(body, target.route, stream_usage=provider.stream_usage, as_stream=provider.streaming)
+
+
+def to_upstream(body: JSON, route: ModelRoute, *, stream_usage: bool, as_stream: bool = False) -> JSON:
     """Apply `route.params` (drop, defaults, allowed, rename), set the upstream model id,
-    and ask for usage in streams where the provider takes `stream_options`.
+    ask for a stream if `as_stream`, and ask for usage in streams where the provider takes
+    `stream_options`.
 
     Raises ParamNotAllowed when the client set a value this model does not take.
     """
     out = dict(body)
     out["model"] = route.upstream
+    if as_stream:
+        out["stream"] = True
     rules = route.params
     if rules:
         for name in rules.drop:
