@@ -36,6 +36,8 @@ def finished(ctx: RequestContext, status: int) -> None:
         attempts=ctx.attempts,
         prompt_tokens=tokens.prompt_tokens if tokens else None,
         completion_tokens=tokens.completion_tokens if tokens else None,
+        cached_tokens=tokens.cached_tokens if tokens else None,
+        reasoning_tokens=tokens.reasoning_tokens if tokens else None,
         duration_ms=round(duration * 1000, 3),
         ttft_ms=round(ctx.first_token * 1000, 3) if ctx.first_token is not None else None,
         outcome=ctx.outcome or ("completed" if status < 400 else "error"),

@@ -88,11 +88,17 @@ class StreamEnvelope:
 
 
 def usage_json(usage: Usage) -> JSON:
-    return {
+    """`usage` in OpenAI's shape; the details only where there are any (router's estimates have none)."""
+    out: JSON = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if usage.cached_tokens:
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.reasoning_tokens:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return out
 
 
 def complete(answer: JSON, *, answer_id: str, model: str, created: int, prompt_tokens: int) -> bool:

@@ -53,10 +53,22 @@ def choices(body: JSON) -> int:
 
 
 def cost_nanos(usage: Usage, price: Price | None) -> int:
-    """Cost in billionths of the currency unit; prices are per million tokens."""
+    """Cost in billionths of the currency unit; prices are per million tokens. Prompt tokens
+    served from the provider's cache are priced at `cached_input` where the price names one;
+    rounded up once, over the whole sum."""
     if price is None:
         return 0
-    return math.ceil(usage.prompt_tokens * price.input * 1000 + usage.completion_tokens * price.output * 1000)
+    cached = min(usage.cached_tokens, usage.prompt_tokens)  # more than the prompt: a provider's miscount
+    if cached <= 0 or price.cached_input is None:
+        # The same float arithmetic as the stores' cap on a cost budget (state/memory.py, the script).
+        return math.ceil(
+            usage.prompt_tokens * price.input * 1000 + usage.completion_tokens * price.output * 1000
+        )
+    return math.ceil(
+        (usage.prompt_tokens - cached) * price.input * 1000
+        + cached * price.cached_input * 1000
+        + usage.completion_tokens * price.output * 1000
+    )
 
 
 def dearest(targets: Iterable[Target]) -> Price | None:

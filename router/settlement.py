@@ -14,9 +14,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from . import limits, logs, metrics
+from . import limits, metrics, records
 from .config import Target
 from .state import Settle, Stored
 from .steps import Step, client_step, key_release, key_step
@@ -120,28 +118,17 @@ class Settlement:
         self, key: str, target: Target, used: Usage, cost: int, estimated: bool, status: int, outcome: str
     ) -> bytes:
         admission = self._admission
-        call = admission.call
-        fields = {
-            "settlement_key": key,
-            "request_id": self._request_id,
-            "idempotency_key": call.idempotency,
-            "client": call.client_name,
-            "provider": target.provider.name,
-            "key": target.key.name,
-            "model": call.model,
-            "upstream_model": target.route.upstream,
-            "prompt_tokens": used.prompt_tokens,
-            "completion_tokens": used.completion_tokens,
-            "cost": cost / 1e9,
-            "usage_source": "estimated" if estimated else "provider",
-            "status": status,
-            "outcome": outcome,
-            "started_at": logs.utc_iso(admission.started_at),
-            "duration_ms": round((time.perf_counter() - self._started) * 1000, 3),
-        }
-        if key != admission.settlement_key:
-            fields["hedge_of"] = admission.settlement_key
-        return compact(orjson.dumps(fields))
+        return records.finish(
+            records.head(admission.call, key, target),
+            used,
+            cost,
+            estimated=estimated,
+            status=status,
+            outcome=outcome,
+            started_at=admission.started_at,
+            duration_ms=(time.perf_counter() - self._started) * 1000,
+            hedge_of=admission.settlement_key if key != admission.settlement_key else None,
+        )
 
     def _run(self, steps: list[Step]) -> Coroutine[Any, Any, None] | None:
         return self._ledger.state.settle_all(steps) if steps else None
@@ -153,10 +140,3 @@ def _counted(call: Call, target: Target, used: Usage, cost: int) -> None:
     metrics.tokens(*labels, "completion").inc(used.completion_tokens)
     if cost:
         metrics.cost(*labels).inc(cost / 1e9)
-
-
-def compact(data: bytes) -> bytes:
-    """`data` in an allocation of its own size: orjson hands back bytes that keep a 4 KiB
-    allocation behind a ~500-byte record, and records are kept (the memory ledger, the
-    outbox), so each would otherwise hold ~8 KiB (tracemalloc; test_state.py checks it)."""
-    return bytes(memoryview(data))

@@ -16,6 +16,10 @@ class Usage:
 
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
+    """Of the prompt tokens, those the provider served from its prompt cache (0: none or not reported)."""
+    reasoning_tokens: int = 0
+    """Of the completion tokens, those spent reasoning (OpenAI counts them in the completion)."""
 
     @property
     def total_tokens(self) -> int:
@@ -23,10 +27,21 @@ class Usage:
 
     @classmethod
     def from_json(cls, usage: object) -> Usage | None:
-        """Read an OpenAI `usage` object; None when it is absent or not numbers."""
+        """Read an OpenAI `usage` object; None when it is absent or not numbers. The details
+        (`prompt_tokens_details.cached_tokens`, `completion_tokens_details.reasoning_tokens`)
+        are optional: absent or not a count, they read as 0."""
         if not isinstance(usage, dict):
             return None
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if type(prompt) is not int or type(completion) is not int:
             return None
-        return cls(prompt, completion)
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if type(details) is dict else None
+        details = usage.get("completion_tokens_details")
+        reasoning = details.get("reasoning_tokens") if type(details) is dict else None
+        return cls(
+            prompt,
+            completion,
+            cached if type(cached) is int and cached > 0 else 0,
+            reasoning if type(reasoning) is int and reasoning > 0 else 0,
+        )

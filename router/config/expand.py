@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*\Z")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*\Z")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def expand(tree: Any, env: Mapping[str, str], path: str = "") -> tuple[Any, list[tuple[str, str]]]:
@@ -48,7 +48,7 @@ def expand(tree: Any, env: Mapping[str, str], path: str = "") -> tuple[Any, list
 
 
 def parse_duration(text: str) -> float | None:
-    """'250ms' / '5s' / '2m' / '1h' -> seconds; None if it is not a duration."""
+    """'250ms' / '5s' / '2m' / '1h' / '7d' -> seconds; None if it is not a duration."""
     match = _DURATION.match(text)
     if match is None:
         return None

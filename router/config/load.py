@@ -26,6 +26,8 @@ from .model import (
     Client,
     Config,
     Hedge,
+    LedgerRetention,
+    LedgerSinks,
     Metrics,
     Routing,
     Server,
@@ -35,6 +37,7 @@ from .model import (
 from .providers import read_providers
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}\Z")
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\Z")
 STATE_SCHEMES = ("memory", "redis", "rediss", "redis+cluster", "rediss+cluster")
 
 
@@ -85,7 +88,7 @@ def _read_config(tree: Any, p: Problems, *, demo: bool) -> Config:
     top = p.mapping(
         tree,
         "",
-        ("server", "state", "admin", "metrics", "clients", "routing", "providers"),
+        ("server", "state", "admin", "metrics", "clients", "routing", "ledger", "providers"),
         required=("providers",),
     )
     providers = read_providers(top.get("providers"), p, demo=demo)
@@ -97,6 +100,7 @@ def _read_config(tree: Any, p: Problems, *, demo: bool) -> Config:
         metrics=_metrics(top.get("metrics"), p),
         clients=clients,
         routing=_routing(top.get("routing"), p),
+        ledger=_ledger(top.get("ledger"), p),
         providers=MappingProxyType(providers),
     )
 
@@ -171,7 +175,14 @@ def _delay(raw: Any, path: str, p: Problems) -> float:
 
 
 def _state(raw: Any, p: Problems) -> State:
-    m = p.mapping(raw, "state", ("url", "on_failure", "replicas", "timeout", "retention", "ledger_file"))
+    m = p.mapping(
+        raw,
+        "state",
+        (
+            "url", "on_failure", "replicas", "timeout", "retention", "ledger_file", "lease_ttl",
+            "journal", "journal_max", "replay_window", "ledger_retention",
+        ),
+    )  # fmt: skip
     url = p.string(m.get("url"), "state.url", _DEFAULT_STATE.url) or _DEFAULT_STATE.url
     if url.split("://", 1)[0] not in STATE_SCHEMES or "://" not in url:
         # Only the scheme is shown: the rest of a Redis URL may hold its password.
@@ -186,6 +197,40 @@ def _state(raw: Any, p: Problems) -> State:
         timeout=p.duration(m.get("timeout"), "state.timeout", _DEFAULT_STATE.timeout),
         retention=p.duration(m.get("retention"), "state.retention", _DEFAULT_STATE.retention),
         ledger_file=p.string(m.get("ledger_file"), "state.ledger_file") or None,
+        lease_ttl=p.duration(m.get("lease_ttl"), "state.lease_ttl", _DEFAULT_STATE.lease_ttl),
+        journal=p.string(m.get("journal"), "state.journal") or None,
+        journal_max=p.integer(m.get("journal_max"), "state.journal_max", _DEFAULT_STATE.journal_max, lo=1),
+        replay_window=p.duration(m.get("replay_window"), "state.replay_window", _DEFAULT_STATE.replay_window),
+        ledger_retention=_ledger_retention(m.get("ledger_retention"), p),
+    )
+
+
+def _ledger_retention(raw: Any, p: Problems) -> LedgerRetention:
+    """`7d` (an age) or `1000000` (a number of records)."""
+    if raw is None:
+        return LedgerRetention()
+    counted = isinstance(raw, int) and not isinstance(raw, bool)
+    if counted or (isinstance(raw, str) and raw.strip().isdigit()):
+        return LedgerRetention(seconds=0.0, records=p.integer(raw, "state.ledger_retention", 0, lo=1))
+    return LedgerRetention(seconds=p.duration(raw, "state.ledger_retention", LedgerRetention().seconds))
+
+
+def _ledger(raw: Any, p: Problems) -> LedgerSinks:
+    m = p.mapping(raw, "ledger", ("postgres", "table", "jsonl", "batch"))
+    d = LedgerSinks()
+    table = p.string(m.get("table"), "ledger.table", d.table) or d.table
+    if not _TABLE_NAME.match(table):
+        p.add(
+            "ledger.table",
+            f"expected a table name (letters, digits, _; optionally schema.table), got {table!r}",
+        )
+        table = d.table
+    return LedgerSinks(
+        postgres=p.string(m.get("postgres"), "ledger.postgres") or None,
+        table=table,
+        jsonl=p.string(m.get("jsonl"), "ledger.jsonl") or None,
+        batch=p.integer(m.get("batch"), "ledger.batch", d.batch, lo=1, hi=10_000),
+        declared=raw is not None,
     )
 
 

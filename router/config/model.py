@@ -67,6 +67,8 @@ class Price:
 
     input: float
     output: float
+    cached_input: float | None = None
+    """Prompt tokens served from the provider's prompt cache; None: priced as `input`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +224,45 @@ class State:
     """How long idempotency keys (and their stored answers) are kept."""
     ledger_file: str | None = None
     """memory:// only: also append settlement records to this JSONL file."""
+    lease_ttl: float = 30.0
+    """How long a replica's in-flight holds (leases, claims, settlement intents) outlive its
+    last renewal; renewed every third of it. A dead replica's requests settle after it."""
+    journal: str | None = None
+    """A directory for the durable outbox: settlements that cannot reach the store wait here."""
+    journal_max: int = 100_000
+    """Settlements the journal holds at most; past it a settlement is dropped (and counted)."""
+    replay_window: float = 3600.0
+    """How long a settlement key is remembered (done markers): a replay from the journal
+    within it is applied once."""
+    ledger_retention: LedgerRetention = field(default_factory=lambda: LedgerRetention())
+    """How much of each client's ledger stream Redis keeps; an exporter trims it sooner."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRetention:
+    """A bound on each ledger stream: by age, or by number of records (0: that bound is off)."""
+
+    seconds: float = 7 * 86400.0
+    records: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSinks:
+    """Where `router ledger export` writes settlement records (and `router ledger` reads them)."""
+
+    postgres: str | None = field(default=None, repr=False)
+    """A PostgreSQL connection string (it may hold a password)."""
+    table: str = "settlements"
+    jsonl: str | None = None
+    """A directory: one JSONL file a day."""
+    batch: int = 500
+    declared: bool = False
+    """The config has a `ledger:` section: an exporter runs, even if this process is not told
+    where it writes (the serving replicas need no database credentials)."""
+
+    @property
+    def configured(self) -> bool:
+        return self.postgres is not None or self.jsonl is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +301,7 @@ class Config:
     metrics: Metrics = Metrics()
     clients: tuple[Client, ...] = ()
     routing: Routing = Routing()
+    ledger: LedgerSinks = LedgerSinks()
     targets: Mapping[str, tuple[Target, ...]] = field(default_factory=lambda: EMPTY)
     """Model name -> every (provider, key) serving it, in config order."""
 

@@ -163,10 +163,17 @@ def _model(
     m = p.mapping(raw, path, ("upstream", "price", "params", "accepts"))
     price = None
     if m.get("price") is not None:
-        pm = p.mapping(m["price"], f"{path}.price", ("input", "output"), required=("input", "output"))
+        pm = p.mapping(
+            m["price"], f"{path}.price", ("input", "cached_input", "output"), required=("input", "output")
+        )
         price = Price(
             input=p.number(pm.get("input"), f"{path}.price.input", 0.0, lo=0.0),
             output=p.number(pm.get("output"), f"{path}.price.output", 0.0, lo=0.0),
+            cached_input=(
+                p.number(pm["cached_input"], f"{path}.price.cached_input", 0.0, lo=0.0)
+                if pm.get("cached_input") is not None
+                else None
+            ),
         )
     return ModelRoute(
         name=name,

@@ -111,6 +111,23 @@ def test_provider_usage_details_reach_the_client_unchanged() -> None:
     out = chunks(r.feed(ROLE + HELLO + FINISH + event(choices=[], usage=usage) + DONE))
     assert out[-1]["usage"] == usage
     assert sum(1 for c in out if c.get("usage")) == 1
+    assert r.usage == Usage(9, 4, cached_tokens=5, reasoning_tokens=2)  # what gets settled
+
+
+def test_usage_details_on_the_finishing_chunk_are_settled_as_from_the_usage_chunk() -> None:
+    usage = {
+        "prompt_tokens": 9,
+        "completion_tokens": 4,
+        "total_tokens": 13,
+        "prompt_tokens_details": {"cached_tokens": 5},
+        "completion_tokens_details": {"reasoning_tokens": 2},
+    }
+    finish = event(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}], usage=usage)
+    for wants_usage in (False, True):
+        r = relay(wants_usage=wants_usage)
+        out = chunks(r.feed(ROLE + HELLO + finish + DONE))
+        assert r.usage == Usage(9, 4, cached_tokens=5, reasoning_tokens=2)
+        assert [c["usage"] for c in out if c.get("usage")] == ([usage] if wants_usage else [])
 
 
 def test_a_chunk_without_model_and_created_is_given_the_envelope() -> None:

@@ -343,7 +343,7 @@ def test_a_settlement_record_is_kept_in_an_allocation_of_its_own_size() -> None:
 
     import orjson
 
-    from router.settlement import compact
+    from router.records import compact
 
     record = {"settlement_key": "stl_0123456789abcdef01234567", "tokens": 12, "cost": 0.5}
     tracemalloc.start()
