@@ -18,15 +18,28 @@ import asyncio
 import hashlib
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 
-from . import limits, metrics
+import orjson
+
+from . import limits, metrics, records
 from .call import Call
 from .config import Limits, Target
 from .errors import StateUnavailable
 from .ledger import Ledger
 from .refusals import STATE_RETRY, refused
-from .state import Answer, Ask, Claim, Granted, GuardedStore, Limited, StateUnavailableError
+from .state import (
+    Answer,
+    Ask,
+    Claim,
+    Granted,
+    GuardedStore,
+    Intent,
+    Limited,
+    StateUnavailableError,
+    Window,
+)
 from .steps import ClientHold, client_step, key_release
 from .types import RawHeaders, Usage
 
@@ -54,8 +67,9 @@ def admit(ledger: Ledger, call: Call) -> Admission:
     claim = None
     if call.idempotency is not None:
         claim = Claim(call.idempotency, hashlib.sha256(call.raw).hexdigest()[:32], settlement_key)
+    scope = limits.client_scope(call.client_name)
     ask = limits.ask(
-        limits.client_scope(call.client_name),
+        scope,
         client.limits if client else NO_LIMITS,
         budget,
         reserve=reserve,
@@ -65,9 +79,23 @@ def admit(ledger: Ledger, call: Call) -> Admission:
         budget=True,
         n=call.choices,
     )
+    if ask is None and not ledger.state.immediate:
+        ask = Ask(scope)  # nothing to check, but an intent to leave (recovery.py)
     admission = Admission(ledger, call, settlement_key, reserve, ask)
     ledger.hold(settlement_key, admission)  # renewed once it holds leases; forgotten when settled
     return admission
+
+
+INTENT_ONLY = Granted(Window(), None, 0)
+"""What a client scope with nothing to check grants: its intent alone, not waited for."""
+
+
+def _nothing_to_check(ask: Ask) -> bool:
+    return not (ask.rpm or ask.tpm or ask.concurrency or ask.has_allowance or ask.claim or ask.lease)
+
+
+async def _granted_or_not(step: Awaitable[object]) -> None:
+    await step  # a failure is the guard's to count; the request goes on without its intent
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +138,8 @@ class Admission:
         """The client's scope refused the request: nothing was taken, nothing is settled."""
         self.headers: RawHeaders = []
         """For the response: rate-limit windows, a capped budget, a degraded store."""
+        self.relayed_so_far: Callable[[], int] | None = None
+        """Set by the request's owner: what it has relayed, for renewals (recovery.py)."""
 
     @property
     def held(self) -> ClientHold:
@@ -119,6 +149,9 @@ class Admission:
     @property
     def _state(self) -> GuardedStore:
         return self._ledger.state
+
+    def relayed(self) -> int:
+        return self.relayed_so_far() if self.relayed_so_far is not None else -1
 
     def grants(self) -> list[tuple[Ask, Granted]]:
         """What the request holds now (renewed by the ledger's keeper while it runs)."""
@@ -146,7 +179,7 @@ class Admission:
             price=target.route.price,
             lease=f"{self.settlement_key}.{len(self.keys)}",
         )
-        answer = await self._acquire(ask)
+        answer = await self._acquire(ask, target)
         if ask is None:
             return None
         assert answer is not None
@@ -175,10 +208,18 @@ class Admission:
         if held is not None:
             await self._state.settle_all([key_release(self.settlement_key, *held)])
 
-    async def _acquire(self, key_ask: Ask | None) -> Answer | StateUnavailableError | None:
+    async def _acquire(
+        self, key_ask: Ask | None, target: Target | None = None
+    ) -> Answer | StateUnavailableError | None:
         """Ask the store for `key_ask` and, the first time, the client's ask with it: one round
-        trip. Returns the key's answer; raises the client's refusal."""
+        trip. Returns the key's answer; raises the client's refusal. The client's ask sent
+        before an attempt to `target` leaves the request's intent in shared state."""
         client_ask, self._unsent = self._unsent, None
+        if client_ask is not None and target is not None and not self._state.immediate:
+            client_ask = self.ask = replace(client_ask, intent=self._intent(target))
+            if key_ask is None and _nothing_to_check(client_ask):
+                await self._leave_intent(client_ask)
+                return None
         asks = [a for a in (client_ask, key_ask) if a is not None]
         if not asks:
             return None
@@ -196,6 +237,28 @@ class Admission:
         if client_ask is not None:
             await self._client_answered(answers[0], key_ask, key_answer)
         return key_answer
+
+    async def _leave_intent(self, ask: Ask) -> None:
+        """Write an intent that nothing waits for: its reply cannot refuse the request, so it
+        costs no round trip before the upstream call. One loop step lets its write go out
+        first (as a settlement's does, ledger.Settling), so a replica killed once the
+        provider has the request has already left its intent in Redis."""
+        self._ledger.track(_granted_or_not(self._state.acquire_all([ask])))
+        self.granted = INTENT_ONLY  # so the settlement ends the intent (steps.client_step)
+        await asyncio.sleep(0)
+
+    def _intent(self, target: Target) -> Intent:
+        """What a surviving replica needs to settle this request if this one dies: the
+        record's head and the estimate (recovery.py reads it)."""
+        price = target.route.price
+        body = {
+            "head": records.head(self.call, self.settlement_key, target),
+            "started_at": self.started_at,
+            "prompt_tokens": self.reserve.prompt_tokens,
+            "completion_tokens": self.reserve.completion_tokens,
+            "price": [price.input, price.cached_input, price.output] if price else None,
+        }
+        return Intent(self.settlement_key, orjson.dumps(body))
 
     def _give_back(
         self, step: asyncio.Future[list[Answer | StateUnavailableError]], client: Ask | None, key: Ask | None

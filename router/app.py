@@ -22,6 +22,7 @@ from .config import Config
 from .middleware import Envelope, OnceHeaders
 from .reload import ConfigSource, Reloader
 from .runtime import Runtime
+from .state import GuardedStore, open_outbox, open_store
 from .upstream import Upstream
 
 log = logging.getLogger("router")
@@ -39,8 +40,7 @@ def create_app(
 
     async def start(config: Config, previous: Runtime | None) -> Runtime:
         pools = upstream or Upstream.pooled(config.providers, connect_timeout=config.routing.timeouts.connect)
-        keep_state = previous is not None and previous.config.state == config.state
-        rt = Runtime(config, pools, state=previous.ledger.state if keep_state and previous else None)
+        rt = Runtime(config, pools, state=_state(config, previous))
         if previous is not None:
             rt.health.adopt(previous.health)  # breakers, refused keys and drains survive a reload
         rt.tasks = [
@@ -64,6 +64,8 @@ def create_app(
         still_used = {r.ledger.state for r in (current, *retired) if r is not rt}
         if rt.ledger.state not in still_used:
             await rt.ledger.state.store.aclose()
+        if rt.ledger.state.outbox not in {s.outbox for s in still_used}:
+            await rt.ledger.state.outbox.aclose()  # its journal: released, or deleted when empty
         if upstream is None:
             await rt.upstream.aclose()
 
@@ -170,6 +172,32 @@ class RouterApp(Starlette):
             await self._chat(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
+
+
+def _state(config: Config, previous: Runtime | None) -> GuardedStore:
+    """The shared store: a reload keeps the previous one unless the `state` section changed,
+    and always keeps its outbox, so a process never holds two journals."""
+    if previous is None:
+        _warn_if_unexported(config)
+        outbox = open_outbox(config.state, on_drop=metrics.SETTLEMENTS_DROPPED.inc)
+        return open_store(config.state, on_error=metrics.state_error, outbox=outbox)
+    if previous.config.state == config.state:
+        return previous.ledger.state
+    return open_store(config.state, on_error=metrics.state_error, outbox=previous.ledger.state.outbox)
+
+
+def _warn_if_unexported(config: Config) -> None:
+    """Records in Redis are trimmed by state.ledger_retention: without an exporter (a `ledger:`
+    section, whose connection string may be given to the exporter alone) that is all there is."""
+    if config.state.url.startswith("memory://") or config.ledger.declared:
+        return
+    keep = config.state.ledger_retention
+    kept = f"the last {keep.records} records" if keep.records else f"{keep.seconds / 86400:g} days of records"
+    log.warning(
+        "ledger: no export configured (a `ledger:` section, and `router ledger export` running): "
+        "Redis keeps %s per client (state.ledger_retention) and trims the rest",
+        kept,
+    )
 
 
 def _on_sighup(handler: Callable[[], None]) -> None:

@@ -47,7 +47,13 @@ class Exchange:
         self._admission = admit(ledger, call)
         self._settlement = Settlement(ledger, self._admission, request_id=ctx.request_id, started=ctx.started)
         self._tally = Tally()
+        self._admission.relayed_so_far = self._relayed
         self._outcome: Outcome | None = None
+
+    def _relayed(self) -> int:
+        """Answer events relayed so far (router's count of completion tokens), for a renewal."""
+        reading = self._tally.reading
+        return reading.answer_events if reading is not None else -1
 
     async def run(self, receive: Receive) -> RouterResponse:
         call = self._call

@@ -1,4 +1,5 @@
-"""Gauges sampled in each process: provider keys up, requests in flight, budgets and quotas left.
+"""Gauges sampled in each process: provider keys up, requests in flight, settlements waiting
+in the outbox, budgets and quotas left.
 
 They are states, not events, and a breaker's state changes with time alone (open -> half-open),
 so they are read from health and shared state on a timer rather than set where things happen.
@@ -33,6 +34,7 @@ def sample_health(rt: Runtime) -> None:
         inflight[target.provider.name] += view.inflight
     for provider, count in inflight.items():
         metrics.INFLIGHT.labels(provider).set(count)
+    metrics.OUTBOX_DEPTH.set(len(rt.ledger.state.outbox))
 
 
 async def sample_usage(rt: Runtime) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from . import limits
+from . import limits, recovery
 from .config import Allowance, Config
 from .errors import InvalidRequest
 from .state import Ask, Granted, GuardedStore, open_store
@@ -36,8 +36,6 @@ log = logging.getLogger("router.ledger")
 
 IDEMPOTENCY_HEADERS = (b"x-idempotency-key", b"idempotency-key")
 _IDEMPOTENCY_KEY = re.compile(rb"^[\x20-\x7e]{1,255}\Z")
-RENEW_EVERY = 10.0
-"""Seconds between lease renewals; leases live 30 s, so two renewals may be missed."""
 TICK = 1.0
 """Seconds between checks of a store marked down, and outbox flushes."""
 RENEW_FOR_AT_MOST = 60.0
@@ -111,6 +109,10 @@ class Held(Protocol):
 
     def grants(self) -> list[tuple[Ask, Granted]]: ...
 
+    def relayed(self) -> int:
+        """Completion tokens relayed to the client so far; -1 before any (or unknown)."""
+        ...
+
 
 class Ledger:
     def __init__(self, config: Config, state: GuardedStore):
@@ -143,23 +145,41 @@ class Ledger:
         return task
 
     async def keep(self) -> None:
-        """Renew in-flight leases and claims; probe a store marked down; flush the outbox."""
-        last_renewal = time.monotonic()
+        """Flush the outbox; renew in-flight leases, claims and intents; probe a store marked
+        down; settle dead replicas' requests (recovery.py)."""
+        lease = self.config.state.lease_ttl
+        every = lease / 3  # two renewals may be missed before a lease ends
+        last_renewal = last_sweep = time.monotonic()
+        # No sweep for a lease's time after this process starts, or its store comes back:
+        # other replicas (and this one) renew first what they still hold or still have to settle.
+        sweep_after = last_renewal + lease
+        was_down = False
         while True:
-            await asyncio.sleep(TICK)
+            await asyncio.sleep(min(TICK, every))
             try:
-                if time.monotonic() - last_renewal >= RENEW_EVERY:
-                    last_renewal = time.monotonic()
-                    await self._renew()
                 await self.state.check()
+                down = self.state.degraded
+                now = time.monotonic()
+                if down:
+                    sweep_after = now + lease
                 if self.state.outbox:
+                    # Before any sweep: what this process settled during an outage ends its
+                    # intents itself, with its real usage.
                     await self.state.flush()
+                if (was_down and not down) or now - last_renewal >= every:
+                    last_renewal = now
+                    await self._renew()
+                was_down = down
+                if not self.state.immediate and not down and now >= sweep_after and now - last_sweep >= every:
+                    last_sweep = now
+                    await recovery.sweep(self.config, self.state)
             except Exception:  # the keeper must outlive any one failure
                 log.exception("state: keeper step failed")
 
     async def _renew(self) -> None:
         holds: dict[str, list[str]] = {}
         claims: dict[str, list[tuple[str, str]]] = {}
+        intents: dict[str, list[tuple[str, int]]] = {}
         too_old = time.time() - self.config.routing.timeouts.total - RENEW_FOR_AT_MOST
         for key, admission in list(self._open.items()):
             if admission.started_at < too_old:
@@ -167,24 +187,40 @@ class Ledger:
                 del self._open[key]
                 continue
             for ask, granted in admission.grants():
+                if ask.intent is not None:  # a local grant's too: its acquire may have run after all
+                    intents.setdefault(ask.scope, []).append((key, admission.relayed()))
                 if granted.local:
                     continue
                 if granted.hold is not None:
                     holds.setdefault(ask.scope, []).append(granted.hold)
                 if ask.claim is not None:
                     claims.setdefault(ask.scope, []).append((ask.claim.key, ask.claim.owner))
-        for scope in holds.keys() | claims.keys():
-            await self.state.renew(scope, holds.get(scope, []), claims.get(scope, []))
+        for settle in self.state.outbox:  # settled here, not yet written: not lost
+            if settle.intent:
+                intents.setdefault(settle.scope, []).append((settle.settlement_key, -1))
+        for scope in holds.keys() | claims.keys() | intents.keys():
+            await self.state.renew(scope, holds.get(scope, []), claims.get(scope, []), intents.get(scope, []))
 
     async def aclose(self, grace: float = 5.0) -> None:
-        """Wait (bounded) for background settlements, then try the outbox once more."""
+        """Wait (bounded) for background settlements, then try the outbox once more; what is
+        left stays in the journal (fsynced), for the next start to replay."""
         if self._background:
             await asyncio.wait(self._background, timeout=grace)
         with contextlib.suppress(Exception):
             while self.state.outbox and await self.state.flush(force=True):
                 pass  # all of it, in batches, until it is empty or the store fails again
-        if self.state.outbox:
-            log.error("state: %d settlement record(s) could not be written", len(self.state.outbox))
+        outbox = self.state.outbox
+        if not outbox:
+            return
+        await outbox.sync()
+        if outbox.path is not None:
+            log.warning(
+                "state: %d settlement(s) kept in the journal %s until the store answers (replayed at start)",
+                len(outbox),
+                outbox.path,
+            )
+        else:
+            log.error("state: %d settlement record(s) lost: not written, and no state.journal", len(outbox))
 
     async def usage(self) -> JSON:
         """GET /admin/usage: this period's spend per client and per provider key."""

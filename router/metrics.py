@@ -21,6 +21,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 
 from .errors import (
@@ -191,6 +192,52 @@ CONNECTIONS_CLOSED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+OUTBOX_DEPTH = Gauge(
+    "router_state_outbox_depth",
+    "Settlements waiting for the shared store (in the journal when one is configured).",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+SETTLEMENTS_DROPPED = Counter(
+    "router_settlements_dropped_total",
+    "Settlements lost because the outbox journal was full or could not be written.",
+    registry=REGISTRY,
+)
+SETTLEMENTS_RECOVERED = Counter(
+    "router_settlements_recovered_total",
+    "Requests of a replica that died, settled by this one from their intents (outcome replica_lost).",
+    registry=REGISTRY,
+)
+LEDGER_EXPORT_LAG = Gauge(
+    "router_ledger_export_lag_seconds",
+    "Age of the oldest settlement record not yet written to every ledger sink (0: none waiting).",
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
+LEDGER_EXPORTED = Counter(
+    "router_ledger_records_exported_total",
+    "Settlement records durably written by `router ledger export`, by sink.",
+    ["sink"],
+    registry=REGISTRY,
+)
+LEDGER_EXPORT_FAILURES = Counter(
+    "router_ledger_export_failures_total",
+    "Export batches a sink failed to write (retried), by sink.",
+    ["sink"],
+    registry=REGISTRY,
+)
+REDIS_MEMORY_USED = Gauge(
+    "router_state_redis_memory_used_bytes",
+    "Redis used_memory, as the ledger exporter last read it (INFO memory; summed over a cluster's masters).",
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
+REDIS_MEMORY_MAX = Gauge(
+    "router_state_redis_memory_max_bytes",
+    "Redis maxmemory (0: no limit), as the ledger exporter last read it.",
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
 CLOSE_REASONS = (
     "header_timeout",
     "body_timeout",
@@ -235,10 +282,18 @@ NAMES = (
     "router_config_reloads_total",
     "router_connections_open",
     "router_connections_closed_total",
+    "router_state_outbox_depth",
+    "router_settlements_dropped_total",
+    "router_settlements_recovered_total",
+    "router_ledger_export_lag_seconds",
+    "router_ledger_records_exported_total",
+    "router_ledger_export_failures_total",
+    "router_state_redis_memory_used_bytes",
+    "router_state_redis_memory_max_bytes",
 )
 """Every metric router exports, as scraped (counters with `_total`)."""
 
-for _op in ("acquire", "settle", "renew", "flush", "ping", "usage"):
+for _op in ("acquire", "settle", "renew", "flush", "ping", "usage", "recover"):
     STATE_ERRORS.labels(_op)  # present at zero, so rate() and alerts see the series from the start
 for _result in ("ok", "error"):
     RELOADS.labels(_result)
@@ -284,6 +339,11 @@ def forget_gauges() -> None:
     """After a reload: the new runtime sets afresh what is still configured."""
     for gauge in (PROVIDER_UP, INFLIGHT, BUDGET_REMAINING, QUOTA_REMAINING):
         gauge.clear()
+
+
+def serve(port: int, host: str = "0.0.0.0") -> None:
+    """Expose this process's metrics on their own port (the ledger exporter, which has no app)."""
+    start_http_server(port, addr=host, registry=REGISTRY)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -5,6 +5,8 @@ or shared state that cannot promise exactly-once.
 
 from __future__ import annotations
 
+import math
+
 from . import limits, metrics
 from .config import Client
 from .errors import IdempotencyConflict, IdempotencyKeyReused, StateUnavailable
@@ -13,7 +15,6 @@ from .state import Answer, Conflict, Limited, Replay, Reused, Spent, StateUnavai
 
 STATE_RETRY = "2"
 """Retry-After while shared state is unavailable."""
-CONFLICT_RETRY = "1"
 
 
 class Replayed(Exception):
@@ -46,9 +47,13 @@ def refused(answer: Answer | StateUnavailableError, client: Client | None) -> Ex
         metrics.RATE_LIMITED.labels("client", scope_name, "budget").inc()
         return limits.budget_spent(client, answer.need, answer.left)
     if isinstance(answer, Conflict):
+        # The claim's own remaining life: the latest a retry can find it gone, should the
+        # request holding it have died with its replica (a live one renews it, and finishes).
+        wait = math.ceil(answer.retry_after)
         return IdempotencyConflict(
-            "A request with this idempotency key is still in progress; retry after it finishes.",
-            headers={"retry-after": CONFLICT_RETRY},
+            "A request with this idempotency key is still in progress; retry after it finishes "
+            f"(if the replica running it has stopped, its claim lapses within {wait}s).",
+            headers={"retry-after": str(wait)},
         )
     assert isinstance(answer, Reused)
     return IdempotencyKeyReused(

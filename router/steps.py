@@ -51,6 +51,7 @@ def client_step(
         claim_key=ask.claim.key if ask and ask.claim else None,
         claim_hash=ask.claim.body_hash if ask and ask.claim else "",
         stored=stored,
+        intent=ask is not None and ask.intent is not None,
     )
     return [(settle, granted.local if granted else False)]
 

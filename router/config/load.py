@@ -95,7 +95,7 @@ def _read_config(tree: Any, p: Problems, *, demo: bool) -> Config:
     clients = _clients(top.get("clients"), p, demo=demo)
     return Config.build(
         server=_server(top.get("server"), p),
-        state=_state(top.get("state"), p),
+        state=_state(top.get("state"), p, exported=top.get("ledger") is not None),
         admin=_admin(top.get("admin"), p),
         metrics=_metrics(top.get("metrics"), p),
         clients=clients,
@@ -174,7 +174,7 @@ def _delay(raw: Any, path: str, p: Problems) -> float:
     return p.duration(raw, path, _DEFAULT_SERVER.shutdown_delay)
 
 
-def _state(raw: Any, p: Problems) -> State:
+def _state(raw: Any, p: Problems, *, exported: bool) -> State:
     m = p.mapping(
         raw,
         "state",
@@ -201,14 +201,16 @@ def _state(raw: Any, p: Problems) -> State:
         journal=p.string(m.get("journal"), "state.journal") or None,
         journal_max=p.integer(m.get("journal_max"), "state.journal_max", _DEFAULT_STATE.journal_max, lo=1),
         replay_window=p.duration(m.get("replay_window"), "state.replay_window", _DEFAULT_STATE.replay_window),
-        ledger_retention=_ledger_retention(m.get("ledger_retention"), p),
+        ledger_retention=_ledger_retention(m.get("ledger_retention"), p, exported=exported),
     )
 
 
-def _ledger_retention(raw: Any, p: Problems) -> LedgerRetention:
-    """`7d` (an age) or `1000000` (a number of records)."""
+def _ledger_retention(raw: Any, p: Problems, *, exported: bool) -> LedgerRetention:
+    """`7d` (an age) or `1000000` (a number of records). Unset, 7 days, or none at all when an
+    exporter runs (a `ledger:` section): it trims what it has written, and a bound on the
+    serving side would delete what it has not, silently, should it fall behind."""
     if raw is None:
-        return LedgerRetention()
+        return LedgerRetention(seconds=0.0) if exported else LedgerRetention()
     counted = isinstance(raw, int) and not isinstance(raw, bool)
     if counted or (isinstance(raw, str) and raw.strip().isdigit()):
         return LedgerRetention(seconds=0.0, records=p.integer(raw, "state.ledger_retention", 0, lo=1))

@@ -46,6 +46,16 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class Intent:
+    """A request that outlived its replica: what that replica wrote at admission (the record's
+    known fields, the estimate), and the completion tokens its last renewal reported (-1: none)."""
+
+    settlement_key: str
+    body: bytes
+    relayed: int = -1
+
+
+@dataclass(frozen=True, slots=True)
 class Ask:
     """What one scope must grant before a request goes upstream. 0 / -1 mean "no such limit"."""
 
@@ -76,6 +86,9 @@ class Ask:
     price_input: float = 0.0
     price_output: float = 0.0
     """For "cap" with a cost allowance: the price `cost_nanos` was computed at (per million tokens)."""
+    intent: Intent | None = None
+    """The request's settlement intent, kept with a lease while it runs: if its replica dies,
+    a surviving one settles it from this (recover). Only shared stores keep it."""
 
     @property
     def has_allowance(self) -> bool:
@@ -132,6 +145,9 @@ class Spent:
 class Conflict:
     """The idempotency key is held by a request still running."""
 
+    retry_after: float = 1.0
+    """When the claim runs out unless its owner renews it: a dead owner's claim is gone by then."""
+
 
 @dataclass(frozen=True, slots=True)
 class Reused:
@@ -178,11 +194,14 @@ class Settle:
     """The claim's body hash: a stored answer re-creates a claim that expired meanwhile."""
     stored: Stored | None = None
     """With `claim_key`: the answer to keep for replays; None lets the key go (a retry runs fresh)."""
+    intent: bool = False
+    """The client scope's step: its settlement intent ends here (see Ask.intent)."""
 
     @property
     def once(self) -> bool:
-        """It adds usage or a record: applied once per settlement key, so it may be replayed."""
-        return self.record is not None or self.tokens != 0 or self.cost_nanos != 0
+        """It must be applied, even late, and may be replayed: it adds usage or a record (applied
+        once per settlement key), or ends an intent (which, left, would be recovered as lost)."""
+        return self.record is not None or self.tokens != 0 or self.cost_nanos != 0 or self.intent
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +236,21 @@ class Store(Protocol):
         """settle() for each, all sent in one round trip; as acquire_all, never raises."""
         ...
 
-    async def renew(self, scope: str, holds: Sequence[str], claims: Sequence[tuple[str, str]]) -> None:
-        """Extend leases (`holds`) and claims (`(key, owner)`) still in flight."""
+    async def renew(
+        self,
+        scope: str,
+        holds: Sequence[str],
+        claims: Sequence[tuple[str, str]],
+        intents: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Extend leases (`holds`), claims (`(key, owner)`) and settlement intents
+        (`(settlement key, completion tokens relayed so far or -1)`) still in flight."""
+        ...
+
+    async def recover(self, scope: str, *, grace: float, limit: int) -> list[Intent]:
+        """Intents whose lease ran out `grace` seconds ago or more (their replica died), at
+        most `limit`; each is held back from other callers for a lease's time while the caller
+        settles it (under its own settlement key, so twice is once)."""
         ...
 
     async def usage(self, scope: str, periods: Sequence[str]) -> dict[str, Used]: ...

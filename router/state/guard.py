@@ -8,23 +8,23 @@ is down (on_failure: local):
   - a request with an idempotency key cannot be promised exactly-once, nor a client with a
     budget that it stays within it: StateUnavailable (503). Provider quotas are not checked;
   - releases that fail are dropped: leases and claims expire by themselves;
-  - settlement records go to an outbox, written once when the store is back (each record
-    is applied once per settlement key, so a write whose reply was lost is not doubled).
+  - settlement records go to an outbox (outbox.py; with state.journal, also to a file, journal.py, that
+    outlives the process), written once when the store is back (each record is applied once
+    per settlement key, so a write whose reply was lost, or a replay, is not doubled).
 With on_failure: closed every request that needs the store gets StateUnavailable instead.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from .base import Answer, Ask, Granted, Settle, StateError, Store, Used
+from .base import Answer, Ask, Granted, Intent, Settle, StateError, Store, Used
 from .memory import MemoryStore
+from .outbox import Outbox
 
 log = logging.getLogger("router.state")
 
@@ -47,6 +47,7 @@ class GuardedStore:
         closed: bool = False,
         on_error: Callable[[str], None] = lambda op: None,
         clock: Callable[[], float] = time.monotonic,
+        outbox: Outbox | None = None,
     ):
         self.store = store
         self.local = MemoryStore(lease_ttl=float("inf"))
@@ -57,10 +58,8 @@ class GuardedStore:
         self._down_until = 0.0
         self._failed_at = -math.inf
         self._pause = 0.0
-        self.outbox: deque[Settle] = deque()
-        self._flushing = asyncio.Lock()
-        """One flush at a time: two (an old runtime's keeper beside a new one's) would each
-        write the head of the outbox and pop what the other had not written."""
+        self.outbox = outbox if outbox is not None else Outbox()
+        """Shared with the store that replaces this one on a reload (one journal per process)."""
 
     @property
     def immediate(self) -> bool:
@@ -138,23 +137,41 @@ class GuardedStore:
         # Anything that is not once only frees leases and claims, which expire anyway.
         self.outbox.extend(s for s in shared if s.once)
 
-    async def renew(self, scope: str, holds: Sequence[str], claims: Sequence[tuple[str, str]]) -> None:
+    async def renew(
+        self,
+        scope: str,
+        holds: Sequence[str],
+        claims: Sequence[tuple[str, str]],
+        intents: Sequence[tuple[str, int]] = (),
+    ) -> None:
         if self._usable():
             try:
-                await self.store.renew(scope, holds, claims)
+                await self.store.renew(scope, holds, claims, intents)
             except StateError as error:
                 self._failed("renew", error)
             else:
                 self._succeeded()
 
+    async def recover(self, scope: str, *, grace: float, limit: int) -> list[Intent]:
+        """Intents of dead replicas' requests (Store.recover); none while the store is down."""
+        if not self._usable():
+            return []
+        try:
+            found = await self.store.recover(scope, grace=grace, limit=limit)
+        except StateError as error:
+            self._failed("recover", error)
+            return []
+        self._succeeded()
+        return found
+
     async def flush(self, *, at_most: int = FLUSH_BATCH, force: bool = False) -> int:
         """Write the outbox to the store, oldest first; stops at the first error. Returns how many.
         `force`: try even while the breaker pauses (shutdown: the last chance to write them)."""
         written = 0
-        async with self._flushing:
+        async with self.outbox.flushing:
             while self.outbox and (force or self._usable()) and written < at_most:
                 try:
-                    await self.store.settle(self.outbox[0])
+                    await self.store.settle(self.outbox.head)
                 except StateError as error:
                     self._failed("flush", error)
                     break

@@ -22,6 +22,7 @@ from .base import (
     Ask,
     Conflict,
     Granted,
+    Intent,
     Limited,
     Replay,
     Reused,
@@ -98,7 +99,9 @@ class MemoryStore:
             if claim is not None:
                 if claim.body_hash != ask.claim.body_hash:
                     return Reused()
-                return Replay(claim.stored) if claim.stored is not None else Conflict()
+                if claim.stored is not None:
+                    return Replay(claim.stored)
+                return Conflict(max(1.0, claim.expires - now))
         self._expire_leases(s, now)
         tokens, hold, capped = ask.tokens, ask.hold if ask.lease else None, 0
         if ask.has_allowance:
@@ -220,7 +223,14 @@ class MemoryStore:
         except OSError as error:  # the in-memory ledger still has it; say so loudly
             log.error("state: could not append to %s: %s", self._ledger_file, error)
 
-    async def renew(self, scope: str, holds: Sequence[str], claims: Sequence[tuple[str, str]]) -> None:
+    async def renew(
+        self,
+        scope: str,
+        holds: Sequence[str],
+        claims: Sequence[tuple[str, str]],
+        intents: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        # Intents are not kept: a process that dies takes its memory state (and requests) with it.
         now = self._clock()
         s = self._scope(scope)
         for hold in holds:
@@ -232,6 +242,9 @@ class MemoryStore:
                 claim.expires = now + self._lease_ttl
         for key in [k for k, c in s.claims.items() if c.expires <= now]:
             del s.claims[key]
+
+    async def recover(self, scope: str, *, grace: float, limit: int) -> list[Intent]:
+        return []
 
     async def usage(self, scope: str, periods: Sequence[str]) -> dict[str, Used]:
         s = self._scope(scope)

@@ -139,7 +139,7 @@ def read(raw: str, seconds: float) -> Profile:
 
 def group(frame: str) -> str:
     """The group of a frame as py-spy names it: `function (path/file.py:line)`, the path short
-    (`router/state/redis.py`, `redis/asyncio/connection.py`), hence the "/" put in front."""
+    (`router/state/redis/__init__.py`, `redis/asyncio/connection.py`), hence the "/" put in front."""
     where = "/" + frame.rpartition(" (")[2]
     for part, name in GROUPS:
         if part in where:

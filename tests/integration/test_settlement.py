@@ -375,7 +375,9 @@ def test_a_repeat_while_the_first_runs_gets_409(
     conflict = chat(r, headers=key)
     different = chat(r, headers=key, temperature=1)
     first.join()
-    assert conflict.status_code == 409 and conflict.headers["retry-after"] == "1"
+    assert conflict.status_code == 409
+    # The claim's remaining life (state.lease_ttl, 30 s, less the 0.2 s it has run).
+    assert 28 <= int(conflict.headers["retry-after"]) <= 30, conflict.headers["retry-after"]
     assert conflict.json()["error"]["code"] == "idempotency_conflict"
     assert different.status_code == 422  # SPEC §8: a different body is 422 even while running
     assert results[0].status_code == 200 and server.chat_requests == 1
@@ -563,11 +565,15 @@ def test_round_trips_to_redis_per_request(fresh_redis: RedisServer, sim: Sim, ro
                 assert before + after == len(labels), (name, labels)  # each one is before or after
                 costs[name].append((before, after))
     print(f"\nRedis round trips per request (before, after the upstream call): {costs}")
-    for name, rows in costs.items():
-        assert all(before <= 1 and after <= 1 for before, after in rows), (name, rows)
-    for name in ("client and key limits", "with an idempotency key", "a stream of 200 chunks"):
-        assert all(before == 1 for before, _ in costs[name]), (name, costs[name])  # the relay saw them
-    assert all(after == 1 for _, after in costs["no limits"])  # settlement: the client's and the key's
+    limited_shapes = ("client and key limits", "with an idempotency key", "a stream of 200 chunks")
+    for name in limited_shapes:
+        assert all(before == 1 and after == 1 for before, after in costs[name]), (name, costs[name])
+    # With nothing to check, the one write before is the request's intent (recovery.py), whose
+    # reply nothing waits for: it leaves before the upstream call does, but this relay (a thread
+    # of its own) may pass it on after the simulator has counted the call, so only the total and
+    # the settlement's one round trip after are certain here.
+    unlimited = costs["no limits"]
+    assert all(before + after == 2 and before <= 1 for before, after in unlimited), unlimited
 
 
 def test_an_answer_without_an_idempotency_key_does_not_wait_for_its_settlement(

@@ -6,8 +6,8 @@ PREFIX = "_run_module_as_main (<frozen runpy>:198);Runner.run (asyncio/runners.p
 RAW = "\n".join(
     [
         # the leaf decides; paths as py-spy writes them, short
-        f"{PREFIX};RedisStore._round_trip (router/state/redis.py:217) 7",
-        f"{PREFIX};RedisStore._round_trip (router/state/redis.py:217);"
+        f"{PREFIX};RedisStore._round_trip (router/state/redis/__init__.py:217) 7",
+        f"{PREFIX};RedisStore._round_trip (router/state/redis/__init__.py:217);"
         "AbstractConnection.send_packed_command (redis/asyncio/connection.py:680) 5",
         f"{PREFIX};StreamWriter.writelines (asyncio/streams.py:346) 3",
         f"{PREFIX};RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:524) 4",
@@ -37,7 +37,7 @@ def test_samples_go_to_the_group_of_the_frame_they_were_taken_in():
     }
     assert profile.busy == 31 / spy.RATE
     top_frame, top_share = profile.top(1)[0]
-    assert top_frame == "RedisStore._round_trip (router/state/redis.py:217)"
+    assert top_frame == "RedisStore._round_trip (router/state/redis/__init__.py:217)"
     assert top_share == 7 / 31
 
 

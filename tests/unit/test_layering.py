@@ -14,8 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "router"
 ONLY_IN = {
     "httpx": set(),  # the tests' client; router speaks to providers through http1
     "aiohttp": set(),
-    "redis": {"state.redis", "state.redis.stream"},
-    "hiredis": {"state.redis"},
+    "redis": {"state.redis", "state.redis.connection", "state.redis.stream"},
+    "hiredis": {"state.redis.connection"},
     "psycopg": {"export.postgres"},
     "prometheus_client": {"metrics"},
     "uvicorn": {"serve", "edge"},

@@ -248,7 +248,7 @@ async def test_a_local_grant_settles_locally_and_its_record_waits_for_the_store(
         Settle("c:a", "stl_1", hold=granted.hold, tokens=3, periods=("total",), record=b"{}"), local=True
     )
     assert isinstance(await guard.acquire(Ask("c:a", concurrency=1, lease="l3")), Granted)
-    assert len(guard.outbox) == 1 and guard.outbox[0].hold is None
+    assert len(guard.outbox) == 1 and guard.outbox.head.hold is None
 
 
 async def test_one_batch_falls_back_ask_by_ask_while_the_store_is_down() -> None:

@@ -3,22 +3,29 @@
 -- KEYS: 1 gcra hash, 2 leases zset, 3 use hash of the allowance period, 4 idempotency claim hash,
 --       5 held hash: the tokens (t) and nanos (n) the leases in 2 reserve, kept in step with 2
 --       by every script that adds or removes a lease (summing 2 here was O(requests in flight):
---       200 us a call at 500 in flight, which made Redis the bottleneck)
+--       200 us a call at 500 in flight, which made Redis the bottleneck),
+--       6 intents hash (settlement key -> intent), 7 live zset (settlement key -> lease end)
 -- ARGV: 1 rpm, 2 tpm, 3 concurrency, 4 tokens, 5 allowance tokens (-1 none), 6 allowance nanos
 --       (-1 none), 7 hold ("" none), 8 lease ttl ms, 9 claim? (1/0), 10 body hash, 11 owner,
 --       12 concurrency retry ms, 13 on_exceed ("" a key's quota, "refuse" or "cap": a budget),
---       14 cost nanos, 15 prompt tokens, 16 n, 17 price input, 18 price output (per million)
+--       14 cost nanos, 15 prompt tokens, 16 n, 17 price input, 18 price output (per million),
+--       19 intent ("" none), 20 settlement key, 21 deadline (Redis time, ms; 0 none)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local PERIOD = 60000
 local EPSILON = 0.001  -- a microsecond, as in gcra.py
+
+-- The caller has stopped waiting: taking anything now would hold it for nobody (a claim
+-- would answer its retry with 409 until it expired).
+local deadline = tonumber(ARGV[21])
+if deadline > 0 and now > deadline then return {'late'} end
 
 if ARGV[9] == '1' then
   local c = redis.call('HMGET', KEYS[4], 'h', 'o', 's', 'k', 'b')
   if c[1] then
     if c[1] ~= ARGV[10] then return {'reused'} end
     if c[3] then return {'replay', c[2], c[3], c[4], c[5]} end
-    return {'conflict'}
+    return {'conflict', redis.call('PTTL', KEYS[4])}
   end
 end
 
@@ -147,6 +154,10 @@ end
 if ARGV[9] == '1' then
   redis.call('HSET', KEYS[4], 'h', ARGV[10], 'o', ARGV[11])
   redis.call('PEXPIRE', KEYS[4], ttl)
+end
+if ARGV[19] ~= '' then
+  redis.call('HSET', KEYS[6], ARGV[20], ARGV[19])
+  redis.call('ZADD', KEYS[7], now + ttl, ARGV[20])
 end
 if capped > 0 then return {'granted', cost, window[1], window[2], window[3], window[4], capped, hold} end
 return {'granted', cost, unpack(window)}

@@ -2,14 +2,22 @@
 -- drop the idempotency claim. With usage or a record it is applied once per settlement key, so
 -- an outbox replay of a write whose reply was lost changes nothing.
 -- KEYS: 1 gcra hash, 2 leases zset, 3 done marker, 4 claim hash, 5 ledger stream,
---       6 held hash (see acquire.lua), 7.. use hashes
+--       6 held hash (see acquire.lua), 7 live zset, 8 intents hash, 9.. use hashes
 -- ARGV: 1 hold ("" none), 2 tpm, 3 tpm delta, 4 tokens, 5 nanos, 6 record ("" none),
 --       7 settlement key, 8 claim? (1/0), 9 store? (1/0), 10 status, 11 stream (1/0), 12 body,
---       13 retention ms, 14 claim body hash, 15 rpm, 16 rpm delta,
---       17.. ttl ms of each use hash (0: none), in KEYS order
+--       13 retention ms (a stored answer's life), 14 claim body hash, 15 rpm, 16 rpm delta,
+--       17 replay window ms (the done marker's life: how late a replay may come and still
+--       be applied once), 18 end the intent? (1/0), 19 ledger bound ("" none, MINID or
+--       MAXLEN), 20 its value, 21.. ttl ms of each use hash (0: none), in KEYS order
 local tokens, nanos = tonumber(ARGV[4]), tonumber(ARGV[5])
+-- The intent ends first, whatever follows: one whose settlement was applied already (by a
+-- recoverer, or a write whose reply was lost) must not be recovered again and again.
+if ARGV[18] == '1' then
+  redis.call('ZREM', KEYS[7], ARGV[7])
+  redis.call('HDEL', KEYS[8], ARGV[7], ARGV[7] .. ':t')
+end
 if ARGV[6] ~= '' or tokens ~= 0 or nanos ~= 0 then
-  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[13]) then return 0 end
+  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[17]) then return 0 end
 end
 if ARGV[1] ~= '' and redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
   local _, _, tok, nan = string.find(ARGV[1], '|(%-?%d+)|(%-?%d+)$')
@@ -39,17 +47,24 @@ end
 reconcile('tpm', tonumber(ARGV[2]), tonumber(ARGV[3]))
 reconcile('rpm', tonumber(ARGV[15]), tonumber(ARGV[16]))
 if tokens ~= 0 or nanos ~= 0 then
-  for i = 7, #KEYS do
+  for i = 9, #KEYS do
     local t = redis.call('HINCRBY', KEYS[i], 't', tokens)
     local n = redis.call('HINCRBY', KEYS[i], 'n', nanos)
-    local ttl = tonumber(ARGV[10 + i])
+    local ttl = tonumber(ARGV[12 + i])
     -- A counter just made holds exactly what was added: it gets its life here, once, from its
     -- period's first usage. An older one holding 0 and 0 before (usage only adds, so none
     -- should) would match too, and merely have its life renewed.
     if ttl > 0 and t == tokens and n == nanos then redis.call('PEXPIRE', KEYS[i], ttl) end
   end
 end
-if ARGV[6] ~= '' then redis.call('XADD', KEYS[5], '*', 'r', ARGV[6]) end
+if ARGV[6] ~= '' then
+  -- Bounded (state.ledger_retention): "~" lets Redis trim whole nodes, cheaply, when it can.
+  if ARGV[19] ~= '' then
+    redis.call('XADD', KEYS[5], ARGV[19], '~', ARGV[20], '*', 'r', ARGV[6])
+  else
+    redis.call('XADD', KEYS[5], '*', 'r', ARGV[6])
+  end
+end
 if ARGV[8] == '1' then
   local c = redis.call('HMGET', KEYS[4], 'o', 's')
   -- Ours and still running, or gone (it expired while this settlement waited in an outbox).

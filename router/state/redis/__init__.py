@@ -1,4 +1,4 @@
-"""The Redis store (the only redis-py user): one Lua script per atomic step.
+"""The Redis store (this package is the only redis-py user): one Lua script per atomic step.
 
 Every key of a scope carries the scope as its hash tag (`{c:search-team}:leases`), so each
 script touches one hash slot and runs unchanged on Redis Cluster. Time comes from Redis
@@ -16,18 +16,18 @@ it would keep asking the old master; a single command does.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import math
+import time
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     ChildDeadlockedError,
-    DataError,
     IncorrectPolicyType,
     NoScriptError,
     RedisClusterException,
@@ -35,42 +35,29 @@ from redis.exceptions import (
     ResponseError,
 )
 
-from ..watchdog import PatientTimeout
-from .base import (
-    CONCURRENCY_RETRY,
-    Answer,
-    Ask,
-    Conflict,
-    Granted,
-    Limited,
-    Replay,
-    Reused,
-    Settle,
-    Spent,
-    StateError,
-    Stored,
-    Used,
-    Window,
-)
+from ...config import LedgerRetention
+from ...watchdog import PatientTimeout
+from ..base import Answer, Ask, Intent, Settle, StateError, Used
+from .calls import DEADLINE, Call, acquire_call, answer, settle_call
+from .connection import CPackedConnection, closed_by_server
 
 _PAGE = 1000
 MAX_CONNECTIONS = 1024
 """Connections per replica: one request holds one for a round trip."""
 PATIENCE = 8
 """At most this many state.timeouts for a call, when this process (not Redis) is what runs late."""
+DEADLINE_MARGIN = 0.02
+"""Seconds before state.timeout after which an acquire takes nothing: the caller may give up at
+state.timeout, so this is left for the reply's way back and the clock offset's error."""
+CLOCK_EVERY = 60.0
+"""Seconds between reads of Redis TIME, to turn this process's clock into Redis's for deadlines."""
+CLOCK_FAST = 0.002
+"""A round trip this short gives an offset good to a millisecond, whatever came before."""
 _REDIS_ERRORS = (RedisError, RedisClusterException, ChildDeadlockedError, IncorrectPolicyType, OSError)
 
 
 def _script(name: str) -> str:
-    return resources.files(__package__).joinpath("lua", name).read_text()
-
-
-def period_ttl(period: str) -> int:
-    """How long a period's counters live from its first usage (ms), so they outlive it: a day's
-    for 3 days, a month's for 400."""
-    if period == "total":
-        return 0
-    return (3 if len(period) == 10 else 400) * 86_400_000
+    return resources.files("router.state").joinpath("lua", name).read_text()
 
 
 class RedisStore:
@@ -82,6 +69,8 @@ class RedisStore:
         timeout: float = 0.25,
         lease_ttl: float = 30.0,
         retention: float = 86400.0,
+        replay_window: float = 3600.0,
+        ledger_retention: LedgerRetention | None = None,
     ):
         options: dict[str, Any] = {
             # One try: the guard's breaker decides about retrying, not a hidden loop here.
@@ -91,8 +80,14 @@ class RedisStore:
         """One server's connection pool (not a cluster's): what _round_trip's connections are made by."""
         if cluster:  # its default of 100 connections per node is less than the requests in flight
             options["max_connections"] = 10_000
+            # Its sockets time out only at _do()'s cap: _do() judges a late reply by whether this
+            # process or Redis ran late, as on one server (with state.timeout here, a CPU-bound
+            # router read its own lateness as a cluster node's: the breaker opened for nothing).
             self._redis: Any = RedisCluster.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout, **options
+                url,
+                socket_timeout=timeout * PATIENCE,
+                socket_connect_timeout=timeout * PATIENCE,
+                **options,
             )
         else:
             # No socket_timeout: redis-py enforces it with asyncio.wait_for, a task per command
@@ -104,12 +99,12 @@ class RedisStore:
                 socket_timeout=None,
                 # Connecting is bounded by _do() as well; a busy process must not fail it early.
                 socket_connect_timeout=timeout * PATIENCE,
-                connection_class=_CPackedConnection,
+                connection_class=CPackedConnection,
                 **options,
             )
             self._redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
             self._pool = pool
-        self._idle: list[_CPackedConnection] = []
+        self._idle: list[CPackedConnection] = []
         """Connections between the scripts' round trips: see _round_trip."""
         self._closing = False
         self._timeout = timeout
@@ -120,9 +115,19 @@ class RedisStore:
         task switch, unlike redis-py's BlockingConnectionPool (a condition, two locks)."""
         self._lease_ttl_ms = int(lease_ttl * 1000)
         self._retention_ms = int(retention * 1000)
+        self._replay_window_ms = int(replay_window * 1000)
+        self._ledger_retention = ledger_retention or LedgerRetention()
         self._acquire = self._redis.register_script(_script("acquire.lua"))
         self._settle = self._redis.register_script(_script("settle.lua"))
         self._renew = self._redis.register_script(_script("renew.lua"))
+        self._recover = self._redis.register_script(_script("recover.lua"))
+        self._clock_offset_ms = 0.0
+        """Redis TIME minus this process's monotonic clock, in ms (deadlines are Redis time)."""
+        self._clock_read_at = -CLOCK_EVERY
+        self._clock_trip = float("inf")
+        """The round trip the offset was read over, and when (monotonic s)."""
+        self._clock_trip_at = -math.inf
+        self._reading_clock: asyncio.Task[None] | None = None
         self._cluster = cluster
         self._ready = False
         self._warming: asyncio.Task[None] | None = None
@@ -136,27 +141,55 @@ class RedisStore:
         return self._ready and not self._cluster
 
     async def acquire(self, ask: Ask) -> Answer:
-        return _answer(ask, await self._call(self._acquire, *_acquire_call(ask, self._lease_ttl_ms)))
+        (answer,) = await self.acquire_all([ask])
+        if isinstance(answer, StateError):
+            raise answer
+        return answer
 
     async def acquire_all(self, asks: Sequence[Ask]) -> list[Answer | StateError]:
-        calls = [_acquire_call(ask, self._lease_ttl_ms) for ask in asks]
+        calls = [acquire_call(ask, self._lease_ttl_ms) for ask in asks]
         replies = await self._call_all(self._acquire, calls)
-        return [r if isinstance(r, StateError) else _answer(a, r) for a, r in zip(asks, replies, strict=True)]
+        return [r if isinstance(r, StateError) else answer(a, r) for a, r in zip(asks, replies, strict=True)]
 
     async def settle(self, settle: Settle) -> bool:
-        return bool(await self._call(self._settle, *_settle_call(settle, self._retention_ms)))
+        return bool(await self._call(self._settle, *self._call_args(settle)))
+
+    def _call_args(self, settle: Settle) -> Call:
+        return settle_call(
+            settle,
+            retention_ms=self._retention_ms,
+            replay_window_ms=self._replay_window_ms,
+            ledger=self._ledger_retention,
+        )
 
     async def settle_all(self, settles: Sequence[Settle]) -> list[bool | StateError]:
-        calls = [_settle_call(settle, self._retention_ms) for settle in settles]
+        calls = [self._call_args(settle) for settle in settles]
         replies = await self._call_all(self._settle, calls)
         return [r if isinstance(r, StateError) else bool(r) for r in replies]
 
-    async def renew(self, scope: str, holds: Sequence[str], claims: Sequence[tuple[str, str]]) -> None:
+    async def renew(
+        self,
+        scope: str,
+        holds: Sequence[str],
+        claims: Sequence[tuple[str, str]],
+        intents: Sequence[tuple[str, int]] = (),
+    ) -> None:
         tag = "{" + scope + "}"
-        keys = [tag + ":leases", *(f"{tag}:idem:{key}" for key, _ in claims)]
-        await self._call(
-            self._renew, keys, [self._lease_ttl_ms, len(holds), *holds, *(owner for _, owner in claims)]
+        keys = [tag + ":leases", tag + ":live", tag + ":intents", *(f"{tag}:idem:{key}" for key, _ in claims)]
+        args: list[Any] = [self._lease_ttl_ms, len(holds), len(intents), *holds]
+        for key, relayed in intents:
+            args += (key, relayed)
+        await self._call(self._renew, keys, [*args, *(owner for _, owner in claims)])
+
+    async def recover(self, scope: str, *, grace: float, limit: int) -> list[Intent]:
+        tag = "{" + scope + "}"
+        reply = await self._call(
+            self._recover, [tag + ":live", tag + ":intents"], [int(grace * 1000), limit, self._lease_ttl_ms]
         )
+        return [
+            Intent(key.decode(), body, int(relayed) if relayed else -1)
+            for key, body, relayed in zip(reply[0::3], reply[1::3], reply[2::3], strict=True)
+        ]
 
     async def usage(self, scope: str, periods: Sequence[str]) -> dict[str, Used]:
         tag = "{" + scope + "}"
@@ -191,9 +224,9 @@ class RedisStore:
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         if not self._ready:
             await self._warm_up()
-        return await self._do(script(keys=keys, args=args))
+        return await self._do(self._run(script, keys, args))
 
-    async def _call_all(self, script: Any, calls: Sequence[_Call]) -> list[Any]:
+    async def _call_all(self, script: Any, calls: Sequence[Call]) -> list[Any]:
         """Each call's reply, or the StateError that stands for it; sent in one round trip."""
         try:
             if not self._ready:
@@ -211,7 +244,7 @@ class RedisStore:
             return [error] * len(calls)
         return [_state_error(r) if isinstance(r, ResponseError) else r for r in replies]
 
-    async def _pipelined(self, script: Any, calls: Sequence[_Call]) -> list[Any]:
+    async def _pipelined(self, script: Any, calls: Sequence[Call]) -> list[Any]:
         # EVALSHA itself, not the Script object: that would ask SCRIPT EXISTS first, a round trip.
         commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
         return list(await self._do(self._round_trip(commands)))
@@ -229,8 +262,9 @@ class RedisStore:
         """
         conn = self._idle.pop() if self._idle else self._pool.make_connection()
         try:
-            if _closed_by_server(conn):  # Redis restarted or dropped idle clients meanwhile
+            if closed_by_server(conn):  # Redis restarted or dropped idle clients meanwhile
                 await conn.disconnect()
+            commands = [tuple(self._with_deadline(command)) for command in commands]
             await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
             replies: list[Any] = []
             for _ in commands:
@@ -247,9 +281,22 @@ class RedisStore:
 
     async def _reply(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await self._do(script(keys=keys, args=args))
+            return await self._do(self._run(script, keys, args))
         except StateError as error:
             return error
+
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """One script call (a cluster's), its deadline fixed as it starts: once it has a connection."""
+        return await script(keys=keys, args=self._with_deadline(args))
+
+    def _with_deadline(self, args: Sequence[Any]) -> list[Any]:
+        """`args` with DEADLINE replaced by when this call, written now, stops taking anything.
+        Fixed at the write, not when the call was made: a wait for one of this process's own
+        connections is this process's lateness, and must not make Redis refuse."""
+        if DEADLINE not in args:
+            return list(args)
+        deadline = self._deadline()
+        return [deadline if a is DEADLINE else a for a in args]
 
     async def _reload(self) -> None:
         if self._ready:  # the first to find the scripts gone loads them again; the others wait for it
@@ -270,21 +317,56 @@ class RedisStore:
                 self._warming = None  # the next call, once the guard lets one through, tries again
 
     async def _load_scripts(self) -> None:
-        for script in (self._acquire, self._settle, self._renew):
+        for script in (self._acquire, self._settle, self._renew, self._recover):
             await self._do(self._redis.script_load(script.script))
+        await self._read_clock()
         self._ready = True
+
+    def _deadline(self) -> int:
+        """The Redis time (ms) after which an acquire written now takes nothing."""
+        now = time.monotonic()  # not the wall clock: a step of it must not make every acquire late
+        if now - self._clock_read_at > CLOCK_EVERY and self._reading_clock is None and self._ready:
+            self._reading_clock = asyncio.get_running_loop().create_task(self._read_clock())
+        allowed = max(self._timeout / 2, self._timeout - DEADLINE_MARGIN)
+        return int((now + allowed) * 1000 + self._clock_offset_ms)
+
+    async def _read_clock(self) -> None:
+        """Redis TIME against this process's monotonic clock. A slow round trip (this process
+        busy, or Redis) says little about when TIME was read: an offset is taken only from one
+        about as fast as the fastest lately."""
+        self._clock_read_at = time.monotonic()  # tried: the next try is a CLOCK_EVERY away
+        try:
+            before = time.monotonic()
+            seconds, micros = await self._do(self._redis.time())
+            after = time.monotonic()
+        except StateError:
+            return  # the last offset stands; the next acquire tries again
+        finally:
+            self._reading_clock = None
+        trip = after - before
+        stale = after - self._clock_trip_at > 10 * CLOCK_EVERY
+        if trip <= max(2 * self._clock_trip, CLOCK_FAST) or stale:
+            self._clock_offset_ms = (seconds + micros / 1e6 - (before + after) / 2) * 1000
+            self._clock_trip, self._clock_trip_at = trip, after
 
     async def _do(self, work: Any) -> Any:
         # A call that runs out of time while this process was busy (its event loop late under a
         # CPU overload) is given more, up to PATIENCE x state.timeout: the reply may be sitting
         # unread behind hundreds of callbacks. Measured: at 500 in flight with a plain timeout,
         # answers from a Redis at 12 % CPU "timed out", and every budgeted request got 503.
+        # The wait for a connection slot and the call are timed apart: an acquire's deadline is
+        # fixed when it is written (_with_deadline), after the slot, and the caller must not
+        # give up on it before then.
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
             with PatientTimeout(self._timeout, cap=self._timeout * PATIENCE):
-                async with self._slots:
+                await self._slots.acquire()
+            try:
+                with PatientTimeout(self._timeout, cap=self._timeout * PATIENCE):
                     return await work
+            finally:
+                self._slots.release()
         except TimeoutError:
             waited = loop.time() - started
             raise StateError(f"TimeoutError: no answer within {waited:.2f}s") from None
@@ -295,127 +377,5 @@ class RedisStore:
             work.close()  # never started if the time (or a cancellation) came during the slot wait
 
 
-class _CPackedConnection(aioredis.Connection):
-    """Commands packed by hiredis, in C. redis-py's asyncio connection packs them in Python
-    (its sync one uses hiredis): with two scripts of ~20 arguments per request that was ~12 %
-    of the router's CPU in py-spy at concurrency 64."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        if type(args[0]) is str and " " in args[0]:  # "SCRIPT LOAD": the server wants the words apart
-            args = (*args[0].encode().split(), *args[1:])
-        try:  # hiredis writes floats as repr() does, as redis-py does (checked on 200,000 values)
-            return [hiredis.pack_command(args)]
-        except TypeError as error:  # None, bool, ...: as redis-py's encoder refuses them
-            raise DataError(str(error)) from None
-
-    def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
-        """One buffer for the whole round trip; redis-py's own loops over every chunk in Python
-        to cut the buffer in pieces, for a socket write it makes in one call anyway."""
-        return [b"".join([self.pack_command(*command)[0] for command in commands])]
-
-
-def _closed_by_server(conn: aioredis.Connection) -> bool:
-    """The server closed this idle connection (its reader saw the end, or a reset): a write to it
-    would fail the call, not reconnect. redis-py's pool checks the same before handing one out,
-    and also refuses one with unread data, which cannot happen here: every reply is read."""
-    reader = conn._reader  # redis-py's own stream reader: None once disconnected
-    return reader is not None and (reader.at_eof() or reader.exception() is not None)
-
-
-_Call = tuple[list[str], list[Any]]
-"""A script's keys and arguments."""
-
-
 def _state_error(error: BaseException) -> StateError:
     return StateError(f"{type(error).__name__}: {error}")
-
-
-def _acquire_call(ask: Ask, lease_ttl_ms: int) -> _Call:
-    tag = "{" + ask.scope + "}"
-    claim = ask.claim
-    keys = [
-        tag + ":gcra",
-        tag + ":leases",
-        f"{tag}:use:{ask.period}",
-        f"{tag}:idem:{claim.key if claim else ''}",
-        tag + ":held",
-    ]
-    args = [
-        ask.rpm,
-        ask.tpm,
-        ask.concurrency,
-        ask.tokens,
-        ask.allowance_tokens,
-        ask.allowance_nanos,
-        ask.hold if ask.lease else "",
-        lease_ttl_ms,
-        1 if claim else 0,
-        claim.body_hash if claim else "",
-        claim.owner if claim else "",
-        int(CONCURRENCY_RETRY * 1000),
-        ask.on_exceed,
-        ask.cost_nanos,
-        ask.prompt,
-        ask.n,
-        repr(ask.price_input),  # exactly the float the memory store computes with
-        repr(ask.price_output),
-    ]
-    return keys, args
-
-
-def _answer(ask: Ask, reply: Any) -> Answer:
-    kind = reply[0]
-    if kind == b"granted":
-        if len(reply) > 6:  # capped to fit the budget: a smaller reservation, in its own hold
-            hold = reply[7].decode() if ask.lease else None
-            return Granted(_window(reply[2:6]), hold, int(reply[1]), capped=int(reply[6]))
-        return Granted(_window(reply[2:6]), ask.hold if ask.lease else None, int(reply[1]))
-    if kind == b"limited":
-        return Limited(reply[1].decode(), int(reply[2]) / 1000, _window(reply[3:7]))
-    if kind == b"spent":
-        return Spent(int(reply[1]), int(reply[2]))
-    if kind == b"conflict":
-        return Conflict()
-    if kind == b"reused":
-        return Reused()
-    owner, status, stream, body = reply[1:5]
-    return Replay(Stored(owner.decode(), int(status), stream == b"1", body))
-
-
-def _settle_call(settle: Settle, retention_ms: int) -> _Call:
-    tag = "{" + settle.scope + "}"
-    stored = settle.stored
-    keys = [
-        tag + ":gcra",
-        tag + ":leases",
-        f"{tag}:done:{settle.settlement_key}",
-        f"{tag}:idem:{settle.claim_key or ''}",
-        tag + ":ledger",
-        tag + ":held",
-        *(f"{tag}:use:{p}" for p in settle.periods),
-    ]
-    args = [
-        settle.hold or "",
-        settle.tpm,
-        settle.tpm_delta,
-        settle.tokens,
-        settle.cost_nanos,
-        settle.record or b"",
-        settle.settlement_key,
-        1 if settle.claim_key is not None else 0,
-        1 if stored is not None else 0,
-        stored.status if stored else 0,
-        1 if stored and stored.stream else 0,
-        stored.body if stored else b"",
-        retention_ms,
-        settle.claim_hash,
-        settle.rpm,
-        settle.rpm_delta,
-        *(period_ttl(p) for p in settle.periods),
-    ]
-    return keys, args
-
-
-def _window(values: Sequence[Any]) -> Window:
-    rpm_remaining, rpm_reset, tpm_remaining, tpm_reset = (int(v) for v in values)
-    return Window(rpm_remaining, rpm_reset / 1000, tpm_remaining, tpm_reset / 1000)
