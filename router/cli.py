@@ -1,4 +1,4 @@
-"""The `router` command: serve, check, sim, ledger, keys."""
+"""The `router` command: serve, check, sim, ledger (and its summary and export), keys."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import asyncio
 import hashlib
 import secrets
 import sys
-from collections.abc import Sequence
-
-import orjson
+from collections.abc import Coroutine, Sequence
+from typing import Any, NoReturn
 
 from . import config as configuration
 from .config import Config, ConfigError
+from .types import JSON
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,8 +25,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is one line on stderr and exit code 2, as every other refusal."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _ledger_options(parser: argparse.ArgumentParser, *, formats: tuple[str, ...], default: str) -> None:
+    parser.add_argument(
+        "--config", default=None, help="providers.yaml, for ledger.postgres or state.url (default: as serve)"
+    )
+    parser.add_argument(
+        "--client", default=None, help="only this client's records (_: no clients configured)"
+    )
+    parser.add_argument(
+        "--since", default=None, help="from this time: 2026-11-22, 2026-11-22T08:00:00Z, or an age like 1h"
+    )
+    parser.add_argument("--until", default=None, help="before this time (same forms as --since)")
+    parser.add_argument(
+        "--format", choices=formats, default=default, help=f"{' | '.join(formats)} (default: {default})"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="router", description="An OpenAI-compatible LLM gateway.")
+    parser = _Parser(prog="router", description="An OpenAI-compatible LLM gateway.")
     parser.add_argument("--version", action="version", version=f"router {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -76,15 +99,38 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--keys", default=None, help="comma-separated keys to accept (default: any)")
     sim.set_defaults(run=_sim)
 
-    ledger = commands.add_parser("ledger", help="print settlement records as JSON lines")
-    ledger.add_argument(
-        "--config", default=None, help="providers.yaml, for its state.url (default: as serve)"
+    ledger = commands.add_parser(
+        "ledger", help="settlement records: print them, sum them up (summary), export them (export)"
     )
-    ledger.add_argument("--client", default=None, help="only this client's records")
-    ledger.add_argument(
-        "--since", default=None, help="from this time: 2026-11-22, 2026-11-22T08:00:00Z, or an age like 1h"
-    )
+    _ledger_options(ledger, formats=("jsonl", "csv"), default="jsonl")
     ledger.set_defaults(run=_ledger)
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", metavar="[summary | export]")
+    summary = ledger_commands.add_parser(
+        "summary", help="tokens and cost per client, model and provider for a period"
+    )
+    _ledger_options(summary, formats=("table", "csv", "jsonl"), default="table")
+    summary.set_defaults(run=_ledger_summary)
+    export = ledger_commands.add_parser(
+        "export", help="copy every client's ledger stream to ledger.postgres / ledger.jsonl, then trim it"
+    )
+    export.add_argument(
+        "--config", default=None, help="providers.yaml, for state.url and ledger (default: as serve)"
+    )
+    export.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve this process's /metrics on this port (default: none)",
+    )
+    export.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address for --metrics-port (default: 127.0.0.1; 0.0.0.0 in a container)",
+    )
+    export.add_argument(
+        "--once", action="store_true", help="export what is there, then exit (for cron and tests)"
+    )
+    export.set_defaults(run=_ledger_export)
 
     keys = commands.add_parser("keys", help="client keys")
     key_commands = keys.add_subparsers(dest="keys_command", metavar="SUBCOMMAND", required=True)
@@ -202,47 +248,145 @@ def _sim(args: argparse.Namespace) -> int:
 
 
 def _ledger(args: argparse.Namespace) -> int:
-    from . import ledger
-    from .state import StateError
+    """Records of a period, oldest first: from PostgreSQL when ledger.postgres is set, else from
+    the JSONL files when ledger.jsonl is, else from the ledger streams (or state.ledger_file)."""
+    from .export import report
+
+    period = _period(args, "router ledger")
+    if period is None:
+        return 2
+    config, since, until = period
+    out = sys.stdout.buffer
+    row = report.record_csv if args.format == "csv" else report.record_line
+    head = report.csv_header() if args.format == "csv" else b""
+
+    async def from_postgres(dsn: str) -> None:
+        from .export import postgres
+
+        found = postgres.records(dsn, config.ledger.table, client=args.client, since=since, until=until)
+        first = await anext(found, None)  # connected and answered: only now does output start
+        out.write(head)
+        if first is not None:
+            out.write(row(first))
+            async for record in found:
+                out.write(row(record))
+
+    if config.ledger.postgres:
+        failed = _from_database("router ledger", from_postgres(config.ledger.postgres))
+    else:
+        failed, records = _read_records("router ledger", config, args.client, since, until)
+        if not failed:
+            out.write(head + b"".join(row(record) for record in records))
+    out.flush()
+    return failed
+
+
+def _ledger_summary(args: argparse.Namespace) -> int:
+    """Tokens and cost per client, model and provider: summed by the database when there is one."""
+    from .export import report
+
+    period = _period(args, "router ledger summary")
+    if period is None:
+        return 2
+    config, since, until = period
+    rows: list[report.SummaryRow] = []
+
+    async def from_postgres(dsn: str) -> None:
+        from .export import postgres
+
+        rows.extend(
+            await postgres.summary(dsn, config.ledger.table, client=args.client, since=since, until=until)
+        )
+
+    if config.ledger.postgres:
+        failed = _from_database("router ledger summary", from_postgres(config.ledger.postgres))
+    else:
+        failed, records = _read_records("router ledger summary", config, args.client, since, until)
+        rows = report.summarize(records)
+    if not failed:
+        sys.stdout.buffer.write(report.summary_output(rows, args.format))
+        sys.stdout.buffer.flush()
+    return failed
+
+
+def _period(args: argparse.Namespace, name: str) -> tuple[Config, float, float | None] | None:
+    """The config and --since / --until (None, said on stderr, when one is not a time)."""
+    from .export.report import moment
 
     config = _load(args.config, demo=True)  # reading records needs no provider keys
     if config is None:
-        return 1
-    since = _since(args.since)
-    if since is None:
-        print(
-            f"router ledger: --since {args.since!r}: expected a date, a date-time or an age like 1h",
-            file=sys.stderr,
-        )
-        return 2
+        return None
+    since, until = moment(args.since), moment(args.until) if args.until else None
+    for flag, text, value in (("--since", args.since, since), ("--until", args.until, until)):
+        if text and value is None:
+            print(f"{name}: {flag} {text!r}: expected a date, a date-time or an age like 1h", file=sys.stderr)
+            return None
+    return config, since or 0.0, until
+
+
+def _from_database(name: str, read: Coroutine[Any, Any, None]) -> int:
+    from .export.records import SinkError
+
     try:
-        records = asyncio.run(ledger.read(config, client=args.client, since=since))
-    except (OSError, StateError) as error:
-        print(f"router ledger: {error}", file=sys.stderr)
-        return 1
-    out = sys.stdout.buffer
-    for record in records:
-        out.write(orjson.dumps(record) + b"\n")
-    out.flush()
+        asyncio.run(read)
+    except SinkError as error:
+        print(f"{name}: cannot read the ledger database: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
-def _since(text: str | None) -> float | None:
-    """--since: an ISO date or date-time (UTC unless it says otherwise), or an age ("90m", "1h")."""
-    import datetime
+def _read_records(
+    name: str, config: Config, client: str | None, since: float, until: float | None
+) -> tuple[int, list[JSON]]:
+    """Records from the JSONL files, or else the ledger streams (or state.ledger_file)."""
+    from . import ledger
+    from .export import jsonl
+    from .export.records import started_at
+    from .state import StateError
 
-    if not text:
-        return 0.0
-    age = configuration.parse_duration(text)
-    if age is not None:
-        return datetime.datetime.now(datetime.UTC).timestamp() - age
     try:
-        when = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return when.timestamp()
+        if config.ledger.jsonl:  # the exporter trims the streams: what it wrote is there
+            return 0, jsonl.read(config.ledger.jsonl, client=client, since=since, until=until)
+        records = asyncio.run(ledger.read(config, client=client, since=since))
+    except (OSError, StateError) as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        return 2, []
+    if until is not None:
+        records = [r for r in records if started_at(r.get("started_at"), 0).timestamp() < until]
+    return 0, records
+
+
+def _ledger_export(args: argparse.Namespace) -> int:
+    config = _load(args.config, demo=True)  # the exporter calls no provider
+    if config is None:
+        return 1
+    if not config.ledger.configured:
+        print("router ledger export: no sink: set ledger.postgres and/or ledger.jsonl", file=sys.stderr)
+        return 2
+    if config.state.url.startswith("memory://"):
+        print(
+            "router ledger export: state.url is memory://: there are no ledger streams to export "
+            "(the exporter reads Redis)",
+            file=sys.stderr,
+        )
+        return 2
+    from . import logs, metrics
+    from .export.exporter import ExportFailed, export
+
+    logs.setup()
+    if args.metrics_port is not None:
+        try:
+            metrics.serve(args.metrics_port, args.metrics_host)
+        except OSError as error:
+            where = f"{args.metrics_host}:{args.metrics_port}"
+            print(f"router ledger export: cannot serve metrics on {where}: {error.strerror}", file=sys.stderr)
+            return 2
+    try:
+        asyncio.run(export(config, once=args.once))
+    except ExportFailed as error:
+        print(f"router ledger export: {error}; the records stay in Redis for the next run", file=sys.stderr)
+        return 2
+    return 0
 
 
 # -- keys -------------------------------------------------------------------------------

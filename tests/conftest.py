@@ -15,6 +15,7 @@ from router import config as configuration
 from router.serve import router_app, uvicorn_config
 from router.sim import SimServer
 from router.upstream import Upstream
+from tests.pg_fixtures import postgres_server  # noqa: F401  (fixture)
 from tests.redis_fixtures import fresh_redis, redis_cluster, redis_server  # noqa: F401  (fixtures)
 
 CLIENT_KEY = "sk-test-client-key"

@@ -243,3 +243,23 @@ def test_every_option_of_every_command_has_help() -> None:
     assert {"router serve --host", "router sim --dialect", "router keys new --name"} <= named
     missing = [name for name, action in options if not action.help or action.help == argparse.SUPPRESS]
     assert missing == []
+
+
+def test_ledger_mistakes_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    provider = (
+        "providers: {p: {base_url: 'http://127.0.0.1:9', keys: [k], dialect: trinity, models: {m: {}}}}\n"
+    )
+    no_sink = tmp_path / "no-sink.yaml"
+    no_sink.write_text("state: {url: 'redis://127.0.0.1:9'}\n" + provider)
+    in_memory = tmp_path / "memory.yaml"
+    in_memory.write_text(f"ledger: {{jsonl: '{tmp_path}'}}\n" + provider)
+    cases = {
+        ("ledger", "--format", "xml"): "argument --format: invalid choice",
+        ("ledger", "summary", "--since", "soon"): "--since 'soon': expected a date",
+        ("ledger", "export", "--config", str(no_sink)): "no sink: set ledger.postgres and/or ledger.jsonl",
+        ("ledger", "export", "--config", str(in_memory)): "state.url is memory://",
+    }
+    for argv, said in cases.items():
+        done = run(*argv)
+        assert (done.returncode, done.stdout) == (2, ""), argv
+        assert done.stderr.count("\n") == 1 and said in done.stderr, done.stderr
