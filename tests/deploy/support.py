@@ -52,6 +52,14 @@ METRIC_NAMES = frozenset(
         "router_config_reloads_total",
         "router_connections_open",
         "router_connections_closed_total",
+        "router_state_outbox_depth",
+        "router_settlements_dropped_total",
+        "router_settlements_recovered_total",
+        "router_ledger_export_lag_seconds",
+        "router_ledger_records_exported_total",
+        "router_ledger_export_failures_total",
+        "router_state_redis_memory_used_bytes",
+        "router_state_redis_memory_max_bytes",
     }
 )
 

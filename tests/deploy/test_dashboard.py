@@ -28,8 +28,21 @@ GRAFANA_VARIABLES = {
     "$__range": "1h",
     "$namespace": ".*",
     "$job": ".*",
+    "$exporter": "router-ledger-export",
 }
 COUNTER_OR_BUCKET = re.compile(r"_(total|bucket|sum|count)$")
+# What only `router ledger export` measures. The serving replicas report its gauges too, as 0: a panel
+# that let them in would show "no lag" with the exporter gone.
+EXPORTER_METRICS = frozenset(
+    {
+        "router_ledger_export_lag_seconds",
+        "router_ledger_records_exported_total",
+        "router_ledger_export_failures_total",
+        "router_state_redis_memory_used_bytes",
+        "router_state_redis_memory_max_bytes",
+    }
+)
+_SELECTION = re.compile(r"\b(router_[a-z_]+)(\{[^}]*\})?")
 
 
 def dashboard() -> dict[str, Any]:
@@ -48,7 +61,7 @@ def expressions() -> list[tuple[str, str]]:
 def test_every_panel_is_well_formed() -> None:
     board = dashboard()
     assert board["uid"] and board["title"]
-    assert {v["name"] for v in board["templating"]["list"]} >= {"datasource", "namespace", "job"}
+    assert {v["name"] for v in board["templating"]["list"]} >= {"datasource", "namespace", "job", "exporter"}
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     cells: dict[tuple[int, int], str] = {}
@@ -73,6 +86,15 @@ def test_panels_use_only_exported_metrics_and_all_of_them() -> None:
         assert names <= METRIC_NAMES, f"{title} uses {sorted(names - METRIC_NAMES)}"
         used |= names
     assert used == METRIC_NAMES, f"no panel shows {sorted(METRIC_NAMES - used)}"
+
+
+def test_exporter_metrics_are_read_from_the_exporter_job() -> None:
+    for title, expr in expressions():
+        for name, labels in _SELECTION.findall(expr):
+            if name in EXPORTER_METRICS:
+                assert 'job=~"$exporter"' in labels, f"{title}: {name} not selected by the exporter's job"
+            else:
+                assert 'job=~"$job"' in labels, f"{title}: {name} not selected by the replicas' job"
 
 
 def test_rate_and_increase_only_on_counters() -> None:

@@ -1,6 +1,7 @@
 """deploy/: every manifest validates against the Kubernetes schemas (kubernetes-validate, offline), the
 kustomize builds render what each way of running needs, the providers.yaml each overlay mounts loads,
-and the Dockerfile agrees with the manifests."""
+and the Dockerfile agrees with the manifests (the settlement side of the shared overlay:
+test_settlement_manifests.py)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,34 @@ import os
 import re
 import shlex
 from pathlib import Path
-from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
 from router import config as configuration
+from tests.deploy.manifests import (
+    BASE,
+    EXAMPLE_SECRET,
+    EXAMPLE_SECRETS,
+    EXPORTER,
+    KUSTOMIZATIONS,
+    LEDGER_SECRET_NAME,
+    SECRET_NAME,
+    SHARED,
+    SIDECAR,
+    Doc,
+    arg,
+    built,
+    check_hardened,
+    example_secrets,
+    mounted_config,
+    only,
+    router_container,
+    selects,
+)
 from tests.deploy.support import (
     DEPLOY,
-    KUBERNETES,
     KUBERNETES_VERSION,
     MONITORING,
     ROOT,
@@ -26,15 +45,7 @@ from tests.deploy.support import (
     load_yaml_documents,
 )
 
-BASE = KUBERNETES / "base"
-SIDECAR = KUBERNETES / "overlays" / "sidecar"
-SHARED = KUBERNETES / "overlays" / "shared"
-KUSTOMIZATIONS = (BASE, SIDECAR, SHARED, MONITORING)
-EXAMPLE_SECRET = KUBERNETES / "router-provider-keys.example.yaml"
-SECRET_NAME = "router-provider-keys"
 OPERATOR_API = "monitoring.coreos.com/v1"
-
-Doc = dict[str, Any]
 
 
 # ---- helpers
@@ -63,7 +74,7 @@ def referenced_files(directory: Path) -> dict[str, set[Path]]:
 
 
 def resource_files() -> list[Path]:
-    files = {EXAMPLE_SECRET}
+    files = set(EXAMPLE_SECRETS)
     for directory in KUSTOMIZATIONS:
         files |= referenced_files(directory)["resources"]
     return sorted(files)
@@ -96,59 +107,10 @@ def check_operator_resource(doc: Doc) -> None:
         pytest.fail(f"unexpected {OPERATOR_API} kind {doc['kind']}")
 
 
-def only(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
-    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
-    return found[0]
-
-
-def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
-
-
-def router_container(pod: Doc) -> Doc:
-    containers: list[Doc] = pod.get("containers", []) + pod.get("initContainers", [])
-    (container,) = [c for c in containers if c["name"] == "router"]
-    return container
-
-
-def arg(container: Doc, flag: str) -> str:
-    args: list[str] = container["args"]
-    return args[args.index(flag) + 1]
-
-
-def mounted_config(docs: list[Doc], pod: Doc, container: Doc) -> configuration.Config:
-    """The providers.yaml the container is started with, loaded with the example Secret as environment."""
-    config_path = Path(arg(container, "--config"))
-    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(config_path.parent)]
-    assert "subPath" not in mount, "a subPath mount never sees an updated ConfigMap, so no reload"
-    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
-    configmap = only(docs, "ConfigMap", volume["configMap"]["name"])
-    text = configmap["data"][config_path.name]
-    (secret,) = load_yaml_documents(EXAMPLE_SECRET)
-    return configuration.parse(
-        text, source=f"ConfigMap {configmap['metadata']['name']}", env=secret["stringData"]
-    )
-
-
 def shutdown_needs(config: configuration.Config) -> float:
     """On SIGTERM: server.shutdown_delay (serving while the endpoints update), then server.grace
     (in-flight requests finish); the pod must be given longer than both."""
     return config.server.shutdown_delay + config.server.grace
-
-
-def check_hardened(pod: Doc, container: Doc) -> None:
-    pod_security = pod.get("securityContext", {})
-    security = container["securityContext"]
-    assert pod_security.get("runAsNonRoot") or security.get("runAsNonRoot")
-    assert (security.get("runAsUser") or pod_security.get("runAsUser") or 0) != 0
-    assert security["allowPrivilegeEscalation"] is False
-    assert security["readOnlyRootFilesystem"] is True
-    assert security["capabilities"]["drop"] == ["ALL"]
-    assert container["resources"]["limits"]["memory"]
-    assert container["resources"]["requests"]["cpu"]
-    assert pod.get("automountServiceAccountToken") is False
-    assert {"secretRef": {"name": SECRET_NAME}} in container["envFrom"]
 
 
 # ---- every manifest validates
@@ -157,7 +119,7 @@ def check_hardened(pod: Doc, container: Doc) -> None:
 def test_every_file_under_deploy_is_accounted_for() -> None:
     """Each YAML or JSON file is a kustomization, a resource, a patch, a generator's input or an example,
     so none escapes validation by not being listed."""
-    known = {RULES_TEST, EXAMPLE_SECRET}
+    known = {RULES_TEST, *EXAMPLE_SECRETS}
     for directory in KUSTOMIZATIONS:
         known.add(directory / "kustomization.yaml")
         for files in referenced_files(directory).values():
@@ -177,28 +139,28 @@ def test_manifest_file_validates(path: Path) -> None:
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(DEPLOY)))
 def test_kustomize_build_validates(directory: Path) -> None:
-    docs = kustomize_build(directory)
+    docs = built(directory)
     assert docs
     for doc in docs:
         validate(doc, f"kustomize build {directory.relative_to(ROOT)}")
 
 
 def test_strict_validation_catches_a_misspelt_field() -> None:
-    """The validator is not a no-op: an unknown field in a Deployment fails."""
-    (deployment,) = load_yaml_documents(BASE / "deployment.yaml")
-    deployment["spec"]["replica"] = 3
+    """The validator is not a no-op: an unknown field in a StatefulSet fails."""
+    (statefulset,) = load_yaml_documents(BASE / "statefulset.yaml")
+    statefulset["spec"]["replica"] = 3
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+        kubernetes_validate.validate(statefulset, KUBERNETES_VERSION, strict=True)
 
 
 def test_example_secret_sets_every_variable_the_configs_need() -> None:
-    (secret,) = load_yaml_documents(EXAMPLE_SECRET)
-    assert secret["metadata"]["name"] == SECRET_NAME
+    secrets = example_secrets()
+    assert set(secrets) == {SECRET_NAME, LEDGER_SECRET_NAME}
     needed: set[str] = set()
     for overlay in (SIDECAR, SHARED):
         text = (overlay / "providers.yaml").read_text(encoding="utf-8")
         needed |= set(re.findall(r"\$\{([A-Z0-9_]+)\}", text))  # ${VAR} without a default
-    assert needed <= set(secret["stringData"]), sorted(needed - set(secret["stringData"]))
+    assert needed <= set(secrets[SECRET_NAME]), sorted(needed - set(secrets[SECRET_NAME]))
 
 
 @pytest.mark.parametrize("overlay", (SIDECAR, SHARED), ids=("sidecar", "shared"))
@@ -213,8 +175,8 @@ def test_overlay_config_loads(overlay: Path) -> None:
 
 
 def test_shared_overlay() -> None:
-    docs = kustomize_build(SHARED)
-    deployment = only(docs, "Deployment", "router")
+    docs = built(SHARED)
+    deployment = only(docs, "StatefulSet", "router")
     pod = deployment["spec"]["template"]["spec"]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     container = router_container(pod)
@@ -224,7 +186,9 @@ def test_shared_overlay() -> None:
     replicas = deployment["spec"]["replicas"]
     assert replicas >= 2
     assert selects(deployment["spec"]["selector"]["matchLabels"], labels)
-    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    # Interchangeable replicas: created and removed together (the HPA), rolled one at a time.
+    assert deployment["spec"]["podManagementPolicy"] == "Parallel"
+    assert deployment["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
 
     assert config.server.shutdown_delay >= 5, "the endpoints need a moment to drop a draining replica"
     assert pod["terminationGracePeriodSeconds"] > shutdown_needs(config) >= 35
@@ -242,7 +206,7 @@ def test_shared_overlay() -> None:
     assert config.state.url.startswith(f"redis://{redis_service['metadata']['name']}:")
     assert config.state.url.split(":")[2].split("/")[0] == str(redis_service["spec"]["ports"][0]["port"])
     hpa = only(docs, "HorizontalPodAutoscaler")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "router"}
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "router"}
     assert config.state.replicas == replicas == hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
 
     service = only(docs, "Service", "router")
@@ -258,7 +222,7 @@ def test_shared_overlay() -> None:
     assert not selects(service["spec"]["selector"], redis_labels)
     assert "--appendonly" in redis["spec"]["template"]["spec"]["containers"][0]["args"]
     assert redis["spec"]["volumeClaimTemplates"]
-    policy = only(docs, "NetworkPolicy")
+    policy = only(docs, "NetworkPolicy", "router-redis")
     assert selects(policy["spec"]["podSelector"]["matchLabels"], redis_labels)
     assert selects(policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"], labels)
 
@@ -267,7 +231,7 @@ def test_shared_overlay() -> None:
 
 
 def test_sidecar_overlay() -> None:
-    docs = kustomize_build(SIDECAR)
+    docs = built(SIDECAR)
     deployment = only(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     container = router_container(pod)
@@ -279,6 +243,7 @@ def test_sidecar_overlay() -> None:
     assert [c["name"] for c in pod["containers"]] == ["app"]
     assert arg(container, "--host") == config.server.host == "127.0.0.1"
     assert config.state.url == "memory://"
+    assert config.state.journal is None, "state in memory: nothing is settled to a store, no journal"
     assert not config.clients
     app_env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert app_env["OPENAI_BASE_URL"] == f"http://127.0.0.1:{arg(container, '--port')}/v1"
@@ -307,8 +272,9 @@ def test_image_name_is_set_by_kustomize_images(overlay: Path, tmp_path: Path) ->
         ),
         encoding="utf-8",
     )
-    as_shipped = kustomize_build(overlay)
+    as_shipped = built(overlay)
     changed = kustomize_build(tmp_path)
+    renamed = 0
     for before, after in zip(as_shipped, changed, strict=True):
         if before["kind"] not in ("Deployment", "StatefulSet"):
             continue
@@ -318,37 +284,47 @@ def test_image_name_is_set_by_kustomize_images(overlay: Path, tmp_path: Path) ->
             pod_after["containers"] + pod_after.get("initContainers", []),
             strict=True,
         ):
-            if c_before["name"] == "router":
-                assert c_before["image"] == "router:0.1.0"
+            if c_before["image"] == "router:0.1.0":  # router, and the ledger exporter
                 assert c_after["image"] == image
+                renamed += 1
             else:
                 assert c_after["image"] == c_before["image"]
+    assert renamed == (2 if overlay == SHARED else 1)
 
 
 # ---- monitoring
 
 
 def test_service_monitor_scrapes_the_metrics_port_and_the_traffic_service_does_not_expose_it() -> None:
-    """/metrics has its own listener (server.metrics_port), reached through a Service of its own."""
-    monitor = only(kustomize_build(MONITORING), "ServiceMonitor")
-    docs = kustomize_build(SHARED)
-    deployment = only(docs, "Deployment", "router")
-    pod = deployment["spec"]["template"]["spec"]
+    """/metrics has its own listener (server.metrics_port; the exporter's --metrics-port), reached
+    through a Service of its own: one for the replicas, one for the ledger exporter."""
+    monitor = only(built(MONITORING), "ServiceMonitor")
+    docs = built(SHARED)
+    statefulset = only(docs, "StatefulSet", "router")
+    pod = statefulset["spec"]["template"]["spec"]
     container = router_container(pod)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert mounted_config(docs, pod, container).server.metrics_port == ports["metrics"]
+    exporter = only(docs, "Deployment", EXPORTER)
 
     services = [d for d in docs if d["kind"] == "Service"]
-    scraped = [
-        s for s in services if selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
-    ]
-    assert [s["metadata"]["name"] for s in scraped] == ["router-metrics"]
-    (metrics_service,) = scraped
-    assert selects(metrics_service["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
-    by_name = {p["name"]: p for p in metrics_service["spec"]["ports"]}
-    for endpoint in monitor["spec"]["endpoints"]:
-        assert by_name[endpoint["port"]]["targetPort"] == "metrics"
-        assert endpoint["path"] == "/metrics"
+    scraped = {
+        s["metadata"]["name"]: s
+        for s in services
+        if selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+    }
+    assert sorted(scraped) == [EXPORTER, "router-metrics"]
+    for workload, service in ((statefulset, scraped["router-metrics"]), (exporter, scraped[EXPORTER])):
+        assert service["spec"]["clusterIP"] == "None", "headless: every pod is scraped, none balanced"
+        assert selects(service["spec"]["selector"], workload["spec"]["template"]["metadata"]["labels"])
+        (scraped_container,) = [
+            c for c in workload["spec"]["template"]["spec"]["containers"] if c["image"] == "router:0.1.0"
+        ]
+        container_ports = {p["name"] for p in scraped_container["ports"]}
+        by_name = {p["name"]: p for p in service["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert by_name[endpoint["port"]]["targetPort"] == "metrics" in container_ports
+            assert endpoint["path"] == "/metrics"
     traffic = only(docs, "Service", "router")
     assert {p["targetPort"] for p in traffic["spec"]["ports"]} == {"http"}
 
@@ -378,7 +354,7 @@ def test_dockerfile_agrees_with_the_manifests() -> None:
     assert "/healthz" in healthcheck
     assert yaml.safe_load(values["ENTRYPOINT"][0]) == ["router"]
 
-    (base,) = load_yaml_documents(BASE / "deployment.yaml")
+    (base,) = load_yaml_documents(BASE / "statefulset.yaml")
     pod = base["spec"]["template"]["spec"]
     container = router_container(pod)
     assert yaml.safe_load(values["CMD"][0]) == container["args"]

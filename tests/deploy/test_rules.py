@@ -28,6 +28,12 @@ ALERTS = {
     "RouterRedisDegraded",
     "RouterOverheadP99High",
     "RouterConfigReloadFailed",
+    "RouterSettlementsDropped",
+    "RouterOutboxNotDraining",
+    "RouterLedgerExportLagging",
+    "RouterLedgerExportFailing",
+    "RouterLedgerExportDown",
+    "RouterRedisMemoryHigh",
 }
 
 
