@@ -35,6 +35,11 @@ class StateError(Exception):
     """The store could not be reached or did not answer in time."""
 
 
+class LateError(StateError):
+    """The store answered, but ran the step after its deadline, so it took nothing: this one
+    request failed; the store is up (the breaker stays closed)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """An idempotency key to take for this request."""

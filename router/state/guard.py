@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from .base import Answer, Ask, Granted, Intent, Settle, StateError, Store, Used
+from .base import Answer, Ask, Granted, Intent, LateError, Settle, StateError, Store, Used
 from .memory import MemoryStore
 from .outbox import Outbox
 
@@ -206,12 +206,16 @@ class GuardedStore:
         return self._clock() >= self._down_until
 
     def _judge(self, op: str, results: Sequence[object], started: float) -> None:
-        """One batch is one call to the store: one error, or one success, for the breaker."""
-        error = next((r for r in results if isinstance(r, StateError)), None)
-        if error is not None:
-            self._failed(op, error, started)
-        else:
-            self._succeeded()
+        """One batch is one call to the store: one error, or one success, for the breaker. A
+        step run late (LateError) fails its own request, but the store answered: it is up."""
+        errors = [r for r in results if isinstance(r, StateError)]
+        down = next((e for e in errors if not isinstance(e, LateError)), None)
+        if down is not None:
+            self._failed(op, down, started)
+            return
+        for _ in errors:
+            self._on_error(op)
+        self._succeeded()
 
     def _failed(self, op: str, error: StateError, started: float | None = None) -> None:
         self._on_error(op)

@@ -25,7 +25,7 @@ from router.state import (
     Used,
     gcra,
 )
-from router.state.base import Answer
+from router.state.base import Answer, LateError
 from router.state.redis import RedisStore
 from router.types import Usage
 
@@ -153,11 +153,15 @@ class FlakyStore(MemoryStore):
         self.down_scopes: set[str] = set()
         """Scopes that fail while the others answer: a cluster with one node down."""
         self.calls = 0
+        self.late = False
+        """Answering, but running every acquire past its deadline (a Redis that was busy)."""
 
     async def acquire(self, ask: Ask) -> Answer:
         self.calls += 1
         if self.down or ask.scope in self.down_scopes:
             raise StateError("down")
+        if self.late:
+            raise LateError("late")
         return await super().acquire(ask)
 
     async def settle(self, settle: Settle) -> bool:
@@ -192,6 +196,20 @@ async def test_while_the_store_is_down_limits_are_local_and_divided_by_replicas(
     assert all(a.local for a in answers[:5])  # type: ignore[union-attr]
     assert guard.degraded and errors == ["acquire"]
     assert store.calls == 1  # the breaker: no further calls until its pause ends
+
+
+async def test_a_step_run_late_fails_its_request_but_leaves_the_store_up() -> None:
+    store, errors = FlakyStore(), []
+    guard = GuardedStore(store, on_error=errors.append, clock=Clock())
+    store.late = True
+    keyed = await guard.acquire_all([Ask("c:a", claim=Claim("k", "h", "o"))])
+    assert isinstance(keyed[0], StateUnavailableError)  # exactly-once cannot be promised for it
+    local = await guard.acquire(Ask("c:a", rpm=10))
+    assert isinstance(local, Granted) and local.local
+    assert not guard.degraded and errors == ["acquire", "acquire"]
+    store.late = False
+    assert store.calls == 2 and isinstance(await guard.acquire(Ask("c:a", rpm=10)), Granted)
+    assert store.calls == 3  # no breaker pause: the next request asked the store again
 
 
 async def test_an_idempotency_key_cannot_be_promised_while_the_store_is_down() -> None:

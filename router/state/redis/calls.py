@@ -18,6 +18,7 @@ from ..base import (
     Ask,
     Conflict,
     Granted,
+    LateError,
     Limited,
     Replay,
     Reused,
@@ -103,7 +104,7 @@ def answer(ask: Ask, reply: Any) -> Answer | StateError:
     if kind == b"reused":
         return Reused()
     if kind == b"late":
-        return StateError("the store ran the step after its deadline: nothing was taken")
+        return LateError("the store ran the step after its deadline: nothing was taken")
     owner, status, stream, body = reply[1:5]
     return Replay(Stored(owner.decode(), int(status), stream == b"1", unpack(body)))
 
