@@ -7,17 +7,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench lint check clean
+.PHONY: run test bench soak lint check clean
 
 run: $(STAMP)
 	$(BIN)/router serve --config providers.yaml --demo
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 # make bench ARGS="--only c=1,c=64 --profiles full --seconds 2 --repeat 1"
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run $(ARGS)
+
+# make soak ARGS="--requests 50000"   (what Redis keeps per request, exporter on: tests/bench/ledger_soak.py)
+soak: $(STAMP)
+	$(BIN)/python -m tests.bench.ledger_soak $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check router tests
