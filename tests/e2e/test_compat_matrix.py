@@ -22,10 +22,11 @@ import pytest
 from router import ledger
 from tests.e2e.conftest import SHIPPED, Pinned
 
+# In config order (not a set's): every pytest-xdist worker must collect the same ids.
 PAIRS = [
     (provider, model)
     for model, targets in SHIPPED.targets.items()
-    for provider in {t.provider.name for t in targets}
+    for provider in dict.fromkeys(t.provider.name for t in targets)
 ]
 HELLO: Any = [{"role": "user", "content": "Hello!"}]
 WEATHER: Any = {
