@@ -325,7 +325,7 @@ def _period(args: argparse.Namespace, name: str) -> tuple[Config, float, float |
 
 
 def _from_database(name: str, read: Coroutine[Any, Any, None]) -> int:
-    from .export.records import SinkError
+    from .export.entries import SinkError
 
     try:
         asyncio.run(read)
@@ -341,7 +341,7 @@ def _read_records(
     """Records from the JSONL files, or else the ledger streams (or state.ledger_file)."""
     from . import ledger
     from .export import jsonl
-    from .export.records import started_at
+    from .export.entries import started_at
     from .state import StateError
 
     try:

@@ -1,6 +1,6 @@
 """The settlement ledger out of Redis: `router ledger export` and what `router ledger` reads.
 
-    records.py   a stream entry as a record; what a sink is
+    entries.py   a stream entry as a record; what a sink is
     postgres.py  the PostgreSQL sink, and reads for `router ledger` (the only psycopg user)
     jsonl.py     the JSONL sink: one file a day, fsynced
     exporter.py  the loop: read a batch, write it everywhere, then acknowledge and trim

@@ -27,9 +27,9 @@ from .. import limits, logs, metrics
 from ..config import Config, LedgerSinks
 from ..state import StateError
 from ..state.redis.stream import LedgerStreams, entry_ms, open_streams
+from .entries import Record, Sink, SinkError, decode
 from .jsonl import JsonlSink
 from .postgres import PostgresSink
-from .records import Record, Sink, SinkError, decode
 
 log = logging.getLogger("router.export")
 

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from .records import Record, SinkError, started_at
+from .entries import Record, SinkError, started_at
 from .report import ANONYMOUS
 
 _KEY_FIRST = b'{"settlement_key":"'

@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import set_json_loads
 
-from .records import Record, SinkError
+from .entries import Record, SinkError
 from .report import ANONYMOUS, SummaryRow, summary_row
 
 CONNECT_TIMEOUT = 10

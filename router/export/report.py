@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from ..config import parse_duration
-from .records import FIELDS, ordered
+from .entries import FIELDS, ordered
 
 ANONYMOUS = "_"
 """The client name of records written with no clients configured (router.limits.ANONYMOUS)."""

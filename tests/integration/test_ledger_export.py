@@ -399,7 +399,7 @@ def fields(record: logging.LogRecord) -> dict[str, Any]:
 TORN_APPEND = """
 import asyncio, datetime, os, resource, signal, sys
 from router.export.jsonl import JsonlSink
-from router.export.records import Record, SinkError
+from router.export.entries import Record, SinkError
 
 def record(n):
     line = b'{"settlement_key":"stl_%04d","pad":"%s"}' % (n, b"x" * 100)
