@@ -264,8 +264,8 @@ class RedisStore:
         try:
             if closed_by_server(conn):  # Redis restarted or dropped idle clients meanwhile
                 await conn.disconnect()
-            commands = [tuple(self._with_deadline(command)) for command in commands]
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            written = [self._with_deadline(command) for command in commands]
+            await conn.send_packed_command(conn.pack_commands(written), check_health=False)
             replies: list[Any] = []
             for _ in commands:
                 try:
@@ -289,12 +289,13 @@ class RedisStore:
         """One script call (a cluster's), its deadline fixed as it starts: once it has a connection."""
         return await script(keys=keys, args=self._with_deadline(args))
 
-    def _with_deadline(self, args: Sequence[Any]) -> list[Any]:
-        """`args` with DEADLINE replaced by when this call, written now, stops taking anything.
-        Fixed at the write, not when the call was made: a wait for one of this process's own
-        connections is this process's lateness, and must not make Redis refuse."""
+    def _with_deadline(self, args: Sequence[Any]) -> Sequence[Any]:
+        """`args` with DEADLINE replaced by when this call, written now, stops taking anything
+        (as they are when there is none). Fixed at the write, not when the call was made: a
+        wait for one of this process's own connections is this process's lateness, and must
+        not make Redis refuse."""
         if DEADLINE not in args:
-            return list(args)
+            return args
         deadline = self._deadline()
         return [deadline if a is DEADLINE else a for a in args]
 
