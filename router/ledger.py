@@ -102,6 +102,36 @@ class Settling:
             self._task = self._ledger.track(work)
 
 
+class Upkeep:
+    """When the keeper renews what this process holds and sweeps for dead replicas' requests:
+    a schedule over the clock and the store's state, nothing else (so it is tested alone).
+
+    Renewals come every third of a lease (two may be missed before one ends), and at once when
+    the store comes back. A sweep waits a lease after this process starts, and after the
+    store was last seen down: every replica renews first what it still holds or still has to
+    settle, so only what a dead one left is due by then."""
+
+    def __init__(self, lease: float, now: float):
+        self.lease = lease
+        self.every = lease / 3
+        self._renewed = self._swept = now
+        self._sweep_after = now + lease
+        self._was_down = False
+
+    def due(self, now: float, *, down: bool) -> tuple[bool, bool]:
+        """(renew, sweep) for a tick at `now`, the store `down` or not."""
+        if down:
+            self._sweep_after = now + self.lease
+        renew = (self._was_down and not down) or now - self._renewed >= self.every
+        if renew:
+            self._renewed = now
+        self._was_down = down
+        sweep = not down and now >= self._sweep_after and now - self._swept >= self.every
+        if sweep:
+            self._swept = now
+        return renew, sweep
+
+
 class Held(Protocol):
     """What a request in flight holds, as the keeper renews it (admission.Admission)."""
 
@@ -146,32 +176,20 @@ class Ledger:
 
     async def keep(self) -> None:
         """Flush the outbox; renew in-flight leases, claims and intents; probe a store marked
-        down; settle dead replicas' requests (recovery.py)."""
-        lease = self.config.state.lease_ttl
-        every = lease / 3  # two renewals may be missed before a lease ends
-        last_renewal = last_sweep = time.monotonic()
-        # No sweep for a lease's time after this process starts, or its store comes back:
-        # other replicas (and this one) renew first what they still hold or still have to settle.
-        sweep_after = last_renewal + lease
-        was_down = False
+        down; settle dead replicas' requests (recovery.py), as Upkeep schedules them."""
+        schedule = Upkeep(self.config.state.lease_ttl, time.monotonic())
         while True:
-            await asyncio.sleep(min(TICK, every))
+            await asyncio.sleep(min(TICK, schedule.every))
             try:
                 await self.state.check()
-                down = self.state.degraded
-                now = time.monotonic()
-                if down:
-                    sweep_after = now + lease
+                renew, sweep = schedule.due(time.monotonic(), down=self.state.degraded)
                 if self.state.outbox:
                     # Before any sweep: what this process settled during an outage ends its
                     # intents itself, with its real usage.
                     await self.state.flush()
-                if (was_down and not down) or now - last_renewal >= every:
-                    last_renewal = now
+                if renew:
                     await self._renew()
-                was_down = down
-                if not self.state.immediate and not down and now >= sweep_after and now - last_sweep >= every:
-                    last_sweep = now
+                if sweep and not self.state.immediate:
                     await recovery.sweep(self.config, self.state)
             except Exception:  # the keeper must outlive any one failure
                 log.exception("state: keeper step failed")
