@@ -79,19 +79,16 @@ def admit(ledger: Ledger, call: Call) -> Admission:
         budget=True,
         n=call.choices,
     )
-    if ask is None and not ledger.state.immediate:
+    intent_only = ask is None and not ledger.state.immediate
+    if intent_only:
         ask = Ask(scope)  # nothing to check, but an intent to leave (recovery.py)
-    admission = Admission(ledger, call, settlement_key, reserve, ask)
+    admission = Admission(ledger, call, settlement_key, reserve, ask, intent_only=intent_only)
     ledger.hold(settlement_key, admission)  # renewed once it holds leases; forgotten when settled
     return admission
 
 
 INTENT_ONLY = Granted(Window(), None, 0)
 """What a client scope with nothing to check grants: its intent alone, not waited for."""
-
-
-def _nothing_to_check(ask: Ask) -> bool:
-    return not (ask.rpm or ask.tpm or ask.concurrency or ask.has_allowance or ask.claim or ask.lease)
 
 
 async def _granted_or_not(step: Awaitable[object]) -> None:
@@ -118,8 +115,12 @@ class Admission:
         settlement_key: str,
         reserve: Usage,
         ask: Ask | None,
+        *,
+        intent_only: bool = False,
     ):
         self._ledger = ledger
+        self._intent_only = intent_only
+        """The client's scope has nothing to check: its ask only leaves the intent."""
         self.call = call
         self.settlement_key = settlement_key
         self.reserve = reserve
@@ -217,7 +218,7 @@ class Admission:
         client_ask, self._unsent = self._unsent, None
         if client_ask is not None and target is not None and not self._state.immediate:
             client_ask = self.ask = replace(client_ask, intent=self._intent(target))
-            if key_ask is None and _nothing_to_check(client_ask):
+            if key_ask is None and self._intent_only:
                 await self._leave_intent(client_ask)
                 return None
         asks = [a for a in (client_ask, key_ask) if a is not None]

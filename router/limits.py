@@ -33,6 +33,11 @@ def client_scope(name: str | None) -> str:
     return "c:" + (name or ANONYMOUS)
 
 
+def client_scopes(clients: Iterable[Client]) -> list[str]:
+    """The scopes requests of these clients are admitted in (none: the one anonymous scope)."""
+    return [client_scope(c.name) for c in clients] or [client_scope(None)]
+
+
 def key_scope(target: Target) -> str:
     return "p:" + target.name
 

@@ -38,7 +38,7 @@ async def sweep(config: Config, state: GuardedStore) -> int:
     """Settle every intent in the clients' scopes whose replica is gone. Returns how many."""
     grace = config.state.lease_ttl / 3  # one renewal: a replica back from an outage renews first
     recovered = 0
-    for scope in scopes(config):
+    for scope in limits.client_scopes(config.clients):
         intents = await state.recover(scope, grace=grace, limit=AT_MOST)
         if not intents:
             continue
@@ -56,11 +56,6 @@ async def sweep(config: Config, state: GuardedStore) -> int:
             metrics.SETTLEMENTS_RECOVERED.inc(settled)
             log.warning("recovery: settled %d request(s) of a replica that died (%s)", settled, scope)
     return recovered
-
-
-def scopes(config: Config) -> list[str]:
-    """Every client scope a request can be admitted in."""
-    return [limits.client_scope(c.name) for c in config.clients] or [limits.client_scope(None)]
 
 
 def settle_steps(config: Config, scope: str, intent: Intent, *, now: float | None = None) -> list[Step]:

@@ -63,8 +63,7 @@ def sinks_of(ledger: LedgerSinks) -> list[Sink]:
 def configured_scopes(config: Config) -> set[str]:
     """Every client's scope (none configured: the one anonymous scope). Not `demo_only`
     clients: the config is read as --demo reads it, and those never reach a real deployment."""
-    named = {limits.client_scope(c.name) for c in config.clients if not c.demo_only}
-    return named or {limits.client_scope(None)}
+    return set(limits.client_scopes(c for c in config.clients if not c.demo_only))
 
 
 def backoff(failures: int) -> float:
