@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -25,8 +26,21 @@ TOOLS: Any = [
 ]
 
 
+_OPEN: list[openai.OpenAI] = []
+"""The clients a test made: closed after it, so no socket is left to a garbage collector's warning."""
+
+
 def client(served: Served, *, key: str = DEMO_KEY, v1: bool = True) -> openai.OpenAI:
-    return openai.OpenAI(base_url=served.url + ("/v1" if v1 else ""), api_key=key, max_retries=0, timeout=10)
+    sdk = openai.OpenAI(base_url=served.url + ("/v1" if v1 else ""), api_key=key, max_retries=0, timeout=10)
+    _OPEN.append(sdk)
+    return sdk
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
 
 
 @pytest.mark.parametrize("dialect", MODELS)
