@@ -179,3 +179,100 @@ def _features(dialect: Dialect, model: str, body: dict[str, Any]) -> Rejection |
         if uses and not dialect.supports(model, feature):
             return Rejection(400, "invalid_request_error", f"model {model} does not support {what}", param)
     return None
+
+
+# -- embeddings and rerank: OpenAI's bounds, the only ones a provider of them is known to keep --
+
+MAX_INPUTS = 2048
+MAX_DIMENSIONS = 3072  # OpenAI's largest embedding model; keeps a simulator's answers bounded
+MAX_DOCUMENTS = 1000
+
+
+def check_embeddings(dialect: Dialect, body: Any) -> Rejection | None:
+    """The provider's 400 for an embeddings request; None if acceptable."""
+    rejection = _rag_model(dialect, body, dialect.embedding_models, "embeddings")
+    if rejection is not None:
+        return rejection
+    rejection = _embedding_input(body.get("input"))
+    if rejection is not None:
+        return rejection
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        return _invalid("encoding_format must be float or base64", "encoding_format")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and not (
+        isinstance(dimensions, int) and not isinstance(dimensions, bool) and 1 <= dimensions <= MAX_DIMENSIONS
+    ):
+        return _invalid(f"dimensions must be between 1 and {MAX_DIMENSIONS}", "dimensions")
+    return None
+
+
+def _embedding_input(value: Any) -> Rejection | None:
+    """A non-empty string, one token array, or up to MAX_INPUTS of either, as OpenAI takes."""
+    if isinstance(value, str):
+        return None if value else _invalid("input cannot be an empty string", "input")
+    if not isinstance(value, list) or not value:
+        return _invalid("input must be a non-empty string or array", "input")
+    if all(map(_token, value)):  # one token array: its length is the model's limit, not this one
+        return None
+    if len(value) > MAX_INPUTS:
+        return _invalid(f"input takes at most {MAX_INPUTS} items", "input")
+    texts = isinstance(value[0], str)  # a list of strings or of token arrays, not both
+    for i, item in enumerate(value):
+        fits = isinstance(item, str) if texts else isinstance(item, list) and all(map(_token, item))
+        if not fits or not item:
+            return _invalid(f"input[{i}] must be a non-empty string or token array", f"input[{i}]")
+    return None
+
+
+def check_rerank(dialect: Dialect, body: Any) -> Rejection | None:
+    """The provider's 400 for a rerank request; None if acceptable. Documents are strings only:
+    router sends them so, and a `{"text": ...}` object arriving would show it did not."""
+    rejection = _rag_model(dialect, body, dialect.rerank_models, "rerank")
+    if rejection is not None:
+        return rejection
+    query = body.get("query")
+    if not isinstance(query, str) or not query:
+        return _invalid("query must be a non-empty string", "query")
+    documents = body.get("documents")
+    if not isinstance(documents, list) or not documents or len(documents) > MAX_DOCUMENTS:
+        return _invalid(f"documents must be an array of 1 to {MAX_DOCUMENTS} strings", "documents")
+    for i, document in enumerate(documents):
+        if not isinstance(document, str):
+            return _invalid(f"documents[{i}] must be a string", f"documents[{i}]")
+    top_n = body.get("top_n")
+    if top_n is not None and not (isinstance(top_n, int) and not isinstance(top_n, bool) and top_n >= 1):
+        return _invalid("top_n must be a whole number of at least 1", "top_n")
+    if body.get("return_documents") is not None and not isinstance(body["return_documents"], bool):
+        return _invalid("return_documents must be a boolean", "return_documents")
+    return None
+
+
+def _rag_model(dialect: Dialect, body: Any, served: frozenset[str], what: str) -> Rejection | None:
+    """The body is an object naming a model served here, and asks for no stream.
+
+    A model this provider serves for another purpose (a chat model on /embeddings) gets a 400,
+    as OpenAI answers one: the model exists, the request does not fit it. A model served
+    nowhere here gets the dialect's unknown-model answer."""
+    if not isinstance(body, dict):
+        return _invalid("request body must be a JSON object", None)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return _invalid("model is required", "model")
+    if model not in served:
+        known = model in dialect.models or model in dialect.embedding_models or model in dialect.rerank_models
+        if known:
+            return _invalid(f"model {model} does not support {what}", "model")
+        status, code, template = dialect.unknown_model
+        return Rejection(status, code, template.format(model=model), "model")
+    if "stream" in body:
+        return _invalid(f"{what} answers are not streamed", "stream")
+    return None
+
+
+def _token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _invalid(message: str, param: str | None) -> Rejection:
+    return Rejection(400, "invalid_request_error", message, param)

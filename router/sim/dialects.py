@@ -56,6 +56,10 @@ class Dialect:
     """Capabilities (of FEATURES) its document lists for every model; ModelRules may differ."""
     usage_details: bool = False
     """Usage carries prompt_tokens_details.cached_tokens and completion_tokens_details.reasoning_tokens."""
+    embedding_models: frozenset[str] = frozenset()
+    """Models served at <prefix>/embeddings (prefix: `path` without /chat/completions)."""
+    rerank_models: frozenset[str] = frozenset()
+    """Models served at <prefix>/rerank."""
 
     def supports(self, model: str, feature: str) -> bool:
         rules = self.models.get(model)
@@ -63,8 +67,21 @@ class Dialect:
         return feature in (own if own is not None else self.features)
 
     @property
+    def prefix(self) -> str:
+        """Everything before /chat/completions: what providers.yaml's base_url ends with."""
+        return self.path.removesuffix("/chat/completions")
+
+    @property
     def models_path(self) -> str:
-        return self.path.removesuffix("/chat/completions") + "/models"
+        return self.prefix + "/models"
+
+    @property
+    def embeddings_path(self) -> str:
+        return self.prefix + "/embeddings"
+
+    @property
+    def rerank_path(self) -> str:
+        return self.prefix + "/rerank"
 
 
 _NO_THINKING = ModelRules(rejects=frozenset({"thinking_enabled", "reasoning_effort"}))
@@ -159,6 +176,11 @@ REAL200 = Dialect(
             # no image/audio/file: its messages 格式 shows string content only; no logprobs row
         }
     ),
+    # Examples for --demo and the tests, not from a document: no provider document names an
+    # embedding or rerank model, but the aggregator document's table of contents (taken as
+    # real200's) lists "RAG(嵌入、重排序)" as an endpoint family.
+    embedding_models=frozenset({"text-embedding-3-small"}),
+    rerank_models=frozenset({"bge-reranker-v2-m3"}),
 )
 
 DIALECTS: Mapping[str, Dialect] = MappingProxyType({d.name: d for d in (TRINITY, CHENYU, REAL200)})
