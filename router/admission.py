@@ -60,13 +60,13 @@ def admit(ledger: Ledger, call: Call) -> Admission:
         )
     settlement_key = "stl_" + os.urandom(12).hex()
     client = call.client
-    reserve = limits.estimate(call.body, len(call.raw))
+    reserve = limits.estimate(call.body, len(call.raw), answers=call.endpoint.kind == "chat")
     budget = client.budget if client else None
     # A cost budget reserves at the dearest target's price; nothing else needs a price.
     price = limits.dearest(call.targets) if budget is not None and budget.cost is not None else None
     claim = None
     if call.idempotency is not None:
-        claim = Claim(call.idempotency, hashlib.sha256(call.raw).hexdigest()[:32], settlement_key)
+        claim = Claim(call.idempotency, _fingerprint(call), settlement_key)
     scope = limits.client_scope(call.client_name)
     ask = limits.ask(
         scope,
@@ -305,3 +305,15 @@ class Admission:
             release = key_release(self.settlement_key, key_ask, key_answer, unsent=True)
             await self._ledger.finish(self._state.settle_all([release])).done()
         raise refusal
+
+
+def _fingerprint(call: Call) -> str:
+    """What a reused idempotency key must match: the body, and the API it came by — a Messages
+    body is also a Chat Completions body, and each API's stored answer reads only to its own
+    clients. Chat's is the body's hash alone, as before there were endpoints, so the claims
+    already in a store still match."""
+    digest = hashlib.sha256()
+    if call.endpoint.name != "chat":
+        digest.update(call.endpoint.name.encode() + b"\0")
+    digest.update(call.raw)
+    return digest.hexdigest()[:32]

@@ -26,7 +26,7 @@ _PASSED = ("system_fingerprint", "service_tier")
 
 
 class _Choice:
-    __slots__ = ("calls", "content", "finish", "logprobs", "reasoning", "refusal", "role")
+    __slots__ = ("calls", "content", "finish", "logprobs", "matched", "reasoning", "refusal", "role")
 
     def __init__(self) -> None:
         self.role = "assistant"
@@ -37,6 +37,9 @@ class _Choice:
         self.calls: dict[int, dict[str, Any]] = {}
         self.logprobs: dict[str, list[Any] | None] | None = None
         self.finish: str | None = None
+        self.matched: str | None = None
+        """The stop string that ended the answer, where the provider names it (vLLM's
+        choice-level `stop_reason`): what an Anthropic client reads as `stop_sequence`."""
 
     def feed(self, choice: dict[str, Any]) -> None:
         delta = choice.get("delta")
@@ -72,6 +75,9 @@ class _Choice:
         finish = choice.get("finish_reason")
         if isinstance(finish, str) and finish:  # "" is what some gateways send for "not yet"
             self.finish = finish
+            matched = choice.get("stop_reason")
+            if isinstance(matched, str) and matched:
+                self.matched = matched
 
     def _call(self, call: dict[str, Any]) -> None:
         """One tool call's delta: the first names it, the rest add to its arguments."""
@@ -115,7 +121,10 @@ class _Choice:
         logprobs = None
         if self.logprobs is not None:
             logprobs = {k: list(v) if v is not None else None for k, v in self.logprobs.items()}
-        return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": self.finish}
+        result = {"index": index, "message": message, "logprobs": logprobs, "finish_reason": self.finish}
+        if self.matched is not None:
+            result["stop_reason"] = self.matched
+        return result
 
 
 def _joined(parts: list[str] | None, piece: Any) -> list[str] | None:

@@ -73,6 +73,8 @@ class Whole:
     failure: UpstreamError | None = None
     """A gathered stream that broke past its commit point: the request's answer is this
     error, and `usage` is what was read before it."""
+    parsed: JSON | None = None
+    """`body` as router read it, where it did: an endpoint that translates it need not parse it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,7 @@ class Sender:
         if not as_stream:
             payload = orjson.dumps(upstream_body)
             return await self._complete(
-                tally, target, payload, headers, deadline, answer_id, prompt_tokens, redact
+                call, tally, target, payload, headers, deadline, answer_id, prompt_tokens, redact
             )
         relay = StreamRelay(
             provider=target.provider.name,
@@ -180,6 +182,7 @@ class Sender:
 
     async def _complete(
         self,
+        call: Call,
         tally: Tally,
         target: Target,
         payload: bytes,
@@ -197,7 +200,9 @@ class Sender:
             # A non-streaming answer arrives whole, so its wait is the generation time:
             # bounded by `response`, not by `first_token`.
             async with asyncio.timeout_at(min(deadline, loop.time() + self._timeouts.response)) as timer:
-                response = await self._upstream.send(target, payload, headers)
+                response = await self._upstream.send(
+                    target, payload, headers, endpoint=call.endpoint.upstream_path
+                )
                 tally.upstream_headers = tally.first_token = time.perf_counter() - started
                 timer.reschedule(min(deadline, loop.time() + self._timeouts.idle))  # one timer, not two
                 answer = await response.read()
@@ -211,8 +216,17 @@ class Sender:
                 response.close()
         if response.status != 200:
             raise _status_error(provider, response, answer, redact)
-        parsed = _check_completion(provider, answer, redact)
+        kind = target.route.kind
+        parsed = _check_answer(provider, answer, redact, kind)
+        endpoint = call.endpoint
+        if endpoint.fault is not None:
+            fault = endpoint.fault(parsed, call.body)
+            if fault is not None:
+                raise UpstreamProtocolError(f"{provider}: {fault}", provider=provider)
         tally.commit()  # a whole answer is its own commit point
+        if endpoint.usage is not None:  # embeddings, rerank: the prompt is all they use
+            used = endpoint.usage(parsed)
+            return Whole(answer, used or Usage(prompt_tokens, 0), estimated=used is None, parsed=parsed)
         usage = Usage.from_json(parsed.get("usage"))
         if envelope.complete(
             parsed,
@@ -223,9 +237,10 @@ class Sender:
         ):
             answer = orjson.dumps(parsed)
         if usage is not None:
-            return Whole(answer, usage, estimated=False)
+            return Whole(answer, usage, estimated=False, parsed=parsed)
         # The estimate the answer now carries is what gets settled.
-        return Whole(answer, Usage.from_json(parsed["usage"]) or Usage(prompt_tokens, 0), estimated=True)
+        estimate = Usage.from_json(parsed["usage"]) or Usage(prompt_tokens, 0)
+        return Whole(answer, estimate, estimated=True, parsed=parsed)
 
     # -- streams ---------------------------------------------------------------------
 
@@ -334,7 +349,8 @@ class Sender:
         used = relay.usage
         if failure is not None:
             return Whole(b"", used or relay.estimate(), estimated=used is None, failure=failure)
-        return Whole(orjson.dumps(aggregate.result()), used or relay.estimate(), estimated=used is None)
+        result = aggregate.result()
+        return Whole(orjson.dumps(result), used or relay.estimate(), estimated=used is None, parsed=result)
 
     def _timeout(
         self, provider: str, now: float, deadline: float, *, headers_arrived: bool, first_token: bool = False
@@ -383,16 +399,21 @@ def _status_error(
     )
 
 
-def _check_completion(provider: str, answer: bytes, redact: Redactor) -> JSON:
-    """A 200 whose body is not a chat completion is the provider's failure, not an answer.
-    Returns the answer, parsed."""
+_ANSWER_LIST = {"chat": "choices", "embedding": "data", "rerank": "results"}
+"""What a 200 answer must carry, by the model's kind, to be an answer at all."""
+
+
+def _check_answer(provider: str, answer: bytes, redact: Redactor, kind: str) -> JSON:
+    """A 200 whose body is not an answer of its kind (a chat completion, embeddings, rerank
+    results) is the provider's failure, not an answer. Returns the answer, parsed."""
     try:
         parsed = orjson.loads(answer)
     except orjson.JSONDecodeError:
         raise UpstreamProtocolError(f"{provider}: answered with invalid JSON", provider=provider) from None
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
+    field = _ANSWER_LIST[kind]
+    if not isinstance(parsed, dict) or not isinstance(parsed.get(field), list):
         error = classify.read_answer(502, answer, redact=redact)
         if isinstance(parsed, dict) and "error" in parsed:
             raise classify.to_error(provider, error)
-        raise UpstreamProtocolError(f"{provider}: answered without choices", provider=provider)
+        raise UpstreamProtocolError(f"{provider}: answered without {field}", provider=provider)
     return parsed

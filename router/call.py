@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import limits, translate
+from .api import Endpoint
+from .api.chat import ENDPOINT as CHAT
 from .config import Client, Target
 from .types import JSON
 
@@ -35,6 +37,10 @@ class Call:
     """... and for usage on every chunk (stream_options.chunk_include_usage)."""
     choices: int
     """How many answers it asks for (`n`)."""
+    endpoint: Endpoint = CHAT
+    """The API it came in by: where providers take it, and how answers and errors read."""
+    original: JSON | None = None
+    """The client's own body where the endpoint translated it into `body` (Responses, Messages)."""
 
     @classmethod
     def of(
@@ -47,6 +53,8 @@ class Call:
         targets: tuple[Target, ...],
         headers: Mapping[bytes, bytes],
         idempotency: str | None,
+        endpoint: Endpoint = CHAT,
+        original: JSON | None = None,
     ) -> Call:
         return cls(
             request_id=request_id,
@@ -61,6 +69,8 @@ class Call:
             wants_usage=translate.client_wants_usage(body),
             wants_chunk_usage=translate.client_wants_usage(body, every_chunk=True),
             choices=limits.choices(body),
+            endpoint=endpoint,
+            original=original,
         )
 
     @property

@@ -28,6 +28,7 @@ _WHAT = {
     "json_schema": "response_format json_schema",
     "logprobs": "logprobs",
     "n": "n > 1",
+    "top_k": "top_k",
 }
 assert set(_WHAT) == set(FEATURES), "every feature has its words"
 
@@ -46,6 +47,8 @@ def needs(body: JSON) -> dict[str, str]:
     n = body.get("n")
     if isinstance(n, int) and not isinstance(n, bool) and n > 1:
         found["n"] = "n"
+    if body.get("top_k") is not None:  # not OpenAI's: only where a provider documents it
+        found["top_k"] = "top_k"
     messages = body.get("messages")
     if isinstance(messages, list):
         for i, message in enumerate(messages):

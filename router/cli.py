@@ -167,12 +167,14 @@ def _check(args: argparse.Namespace) -> int:
     config = _load(args.config, demo=args.demo)
     if config is None:
         return 1
-    rows = [("MODEL", "PROVIDER", "KEY", "PRIORITY", "WEIGHT", "UPSTREAM", "ACCEPTS")]
-    for model, targets in config.targets.items():
+    rows = [("KIND", "MODEL", "PROVIDER", "KEY", "PRIORITY", "WEIGHT", "UPSTREAM", "ACCEPTS")]
+    kind_order = configuration.KINDS.index
+    for model, targets in sorted(config.targets.items(), key=lambda item: kind_order(item[1][0].route.kind)):
         for t in targets:
             accepts = t.route.accepts
             rows.append(
                 (
+                    t.route.kind,
                     model,
                     t.provider.name,
                     t.key.name,
@@ -180,7 +182,9 @@ def _check(args: argparse.Namespace) -> int:
                     f"{t.provider.weight:g}",
                     t.route.upstream,
                     # in FEATURES order; "all" where nothing is declared, "-" for plain chat only
-                    "all"
+                    "n/a"
+                    if t.route.kind != "chat"
+                    else "all"
                     if accepts is None
                     else ",".join(f for f in configuration.FEATURES if f in accepts) or "-",
                 )
@@ -188,8 +192,10 @@ def _check(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    kinds = [targets[0].route.kind for targets in config.targets.values()]
+    models = ", ".join(f"{kinds.count(k)} {k}" for k in configuration.KINDS if k in kinds)
     print(
-        f"ok: {len(config.providers)} providers, {len(config.targets)} models, "
+        f"ok: {len(config.providers)} providers, {len(config.targets)} models ({models}), "
         f"{sum(len(t) for t in config.targets.values())} targets, {len(config.clients)} clients"
     )
     return 0

@@ -57,6 +57,9 @@ class RequestContext:
     """The authenticated client's name, once known."""
     model: str | None = None
     """The requested model, once known to be a configured one (so it may be a label)."""
+    endpoint: str | None = None
+    """The API endpoint's name (api.Endpoint.name: chat, embeddings ...), set by its handler:
+    a request with one gets its metrics and log line when it ends."""
     outcome: str | None = None
     """How the request ended, for its log line: completed, error, client_disconnected, replayed."""
     tokens: Usage | None = None

@@ -10,16 +10,20 @@ the metrics.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
+import orjson
+
 from .admission import admit
+from .api import Answering
 from .attempt import Committed, Tally
 from .call import Call
 from .classify import Verdict
 from .config import Target, Timeouts
 from .context import RequestContext
 from .disconnect import DisconnectWatch
-from .errors import RouterError, UpstreamStatusError
+from .errors import RouterError, UpstreamError, UpstreamStatusError
 from .refusals import Replayed
 from .responses import BytesResponse, StreamResponse
 from .settlement import Settlement
@@ -90,6 +94,7 @@ class Exchange:
                 ending=self,
                 watch=watch,
                 keep=call.idempotency is not None,
+                translation=call.endpoint.stream(self._answering()) if call.endpoint.stream else None,
             )
         if watch is not None:
             watch.stop()
@@ -97,7 +102,15 @@ class Exchange:
             failure = answer.failure
             await self._settle(failure.http_status, "error", answer.usage, answer.estimated).done()
             raise failure
-        return await self._answered(answer.body, answer.usage, answer.estimated)
+        body = answer.body
+        if call.endpoint.answer is not None:  # the client's API shape, from the OpenAI answer
+            parsed = answer.parsed if answer.parsed is not None else orjson.loads(body)
+            try:
+                body = orjson.dumps(call.endpoint.answer(parsed, self._answering()))
+            except UpstreamError as failure:  # served, but not an answer the client's API can carry
+                await self._settle(failure.http_status, "error", answer.usage, answer.estimated).done()
+                raise
+        return await self._answered(body, answer.usage, answer.estimated)
 
     # -- the ways a request ends ---------------------------------------------------------
 
@@ -119,7 +132,10 @@ class Exchange:
         """The request ends with `error`. A final answer that is the client's fault (a 400 from
         the provider) is kept for replay; one that a retry may fix is not (SPEC §8)."""
         keep = isinstance(error, UpstreamStatusError) and error.verdict == Verdict.CLIENT_FAULT
-        stored = self._settlement.stored(error.http_status, stream=False, body=error.body()) if keep else None
+        stored = None
+        if keep:
+            status, body = self._call.endpoint.error(error)  # as the client reads it, replayed too
+            stored = self._settlement.stored(status, stream=False, body=body)
         await self._settle(error.http_status, "error", None, True, stored).done()
 
     def _abandoned(self) -> None:
@@ -151,6 +167,14 @@ class Exchange:
         # "pending": the stream's task was cancelled (shutdown) before it could say how it ended.
         outcome = response.outcome if response.outcome != "pending" else "client_disconnected"
         return self._settle(200, outcome, used, relay.usage is None, stored)
+
+    def _answering(self) -> Answering:
+        call = self._call
+        return Answering(
+            request=call.original if call.original is not None else call.body,
+            answer_id=self._admission.settlement_key.partition("_")[2],
+            created=int(time.time()),
+        )
 
     def _hedge_lost(self, target: Target, used: Usage) -> None:
         """An attempt a hedge race cancelled: settled now, on its own, as a hedge."""

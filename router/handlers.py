@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import capabilities, metrics
+from .api import ENDPOINTS, Endpoint, anthropic_messages
 from .call import Call
+from .config import Client, Target
 from .context import SCOPE_KEY, RequestContext
 from .errors import InvalidApiKey, InvalidRequest, MethodNotAllowed, ModelNotFound, NotFound, RouterError
 from .exchange import Exchange, RouterResponse
 from .ledger import idempotency_key
 from .responses import BytesResponse
 from .types import JSON
-from .validate import validate
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -30,44 +32,102 @@ def runtime(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
-async def chat_completions_asgi(scope: Scope, receive: Receive, send: Send) -> None:
-    """POST /v1/chat/completions as a plain ASGI app (app.RouterApp sends it here directly)."""
-    response = await chat_completions(Request(scope, receive))
-    await response(scope, receive, send)
+def endpoint_app(endpoint: Endpoint) -> ASGIApp:
+    """An API endpoint as a plain ASGI app (app.RouterApp sends its paths here directly)."""
+
+    async def endpoint_asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await serve(Request(scope, receive), endpoint)
+        await response(scope, receive, send)
+
+    return endpoint_asgi
 
 
-async def chat_completions(request: Request) -> RouterResponse:
+def endpoint_handler(endpoint: Endpoint) -> Callable[[Request], Awaitable[RouterResponse]]:
+    """The same, as a Starlette request handler (its route answers the other methods)."""
+
+    async def handler(request: Request) -> RouterResponse:
+        return await serve(request, endpoint)
+
+    return handler
+
+
+async def serve(request: Request, endpoint: Endpoint) -> RouterResponse:
     rt = runtime(request)
     rt.active += 1  # a reload retires this runtime only once no request still uses it
     try:
-        return await _chat_completions(request, rt)
+        return await _serve(request, rt, endpoint)
     finally:
         rt.active -= 1
 
 
-async def _chat_completions(request: Request, rt: Runtime) -> RouterResponse:
-    """Parse, authenticate, validate; then the request is its exchange's."""
+async def _serve(request: Request, rt: Runtime, endpoint: Endpoint) -> RouterResponse:
+    """Parse, authenticate, translate into the OpenAI request and check it can be served;
+    then the request is its exchange's."""
     ctx: RequestContext = request.scope[SCOPE_KEY]
-    client = rt.auth.authenticate(request.headers.get("authorization"))
+    client = rt.auth.authenticate(_authorization(request, endpoint))
     ctx.client = client.name if client else None
     raw = await request.body()
-    body = _json_object(raw)
-    validate(body)
-    model = body["model"]
-    rt.auth.check_model(client, model)
-    targets = rt.config.targets.get(model)
-    if targets is None:
-        raise ModelNotFound(f"The model '{model}' does not exist or no provider serves it.", param="model")
+    original = _json_object(raw)
+    body = endpoint.request(original)
+    model: str = body["model"]
+    targets = _targets(rt, client, model, endpoint.kind)
     ctx.model = model  # configured: safe as a metric label
-    targets = capabilities.serving(targets, body)  # a 400 naming the parameter if none can
+    if endpoint.kind == "chat":
+        targets = capabilities.serving(targets, body)  # a 400 naming the parameter if none can
     headers = dict(request.scope["headers"])
     call = Call.of(
         ctx.request_id, body, raw,
         client=client, targets=targets, headers=headers, idempotency=idempotency_key(headers),
+        endpoint=endpoint, original=original if body is not original else None,
     )  # fmt: skip
     ctx.streamed = call.stream
     exchange = Exchange(rt.ledger, rt.proxy, ctx, call, rt.config.routing.timeouts)
     return await exchange.run(request.receive)
+
+
+async def count_tokens(request: Request) -> BytesResponse:
+    """POST /v1/messages/count_tokens: router's own estimate of the prompt (no provider is
+    asked, nothing is settled), for a model this client may use."""
+    rt = runtime(request)
+    endpoint = ENDPOINTS["messages"]
+    client = rt.auth.authenticate(_authorization(request, endpoint))
+    body = _json_object(await request.body())
+    counted = anthropic_messages.count_tokens(body)
+    _targets(rt, client, body["model"], endpoint.kind)
+    return BytesResponse(orjson.dumps(counted), headers=[])
+
+
+def _authorization(request: Request, endpoint: Endpoint) -> str | None:
+    """`Authorization`, or the endpoint's own key header (Anthropic's x-api-key) as a bearer."""
+    authorization = request.headers.get("authorization")
+    if authorization is None and endpoint.api_key_header is not None:
+        key = request.headers.get(endpoint.api_key_header.decode())
+        if key is not None:
+            return "Bearer " + key
+    return authorization
+
+
+def _targets(rt: Runtime, client: Client | None, model: str, kind: str) -> tuple[Target, ...]:
+    """Where `model` is served, if this client may use it and it is of the endpoint's kind."""
+    rt.auth.check_model(client, model)
+    targets = rt.config.targets.get(model)
+    if targets is None:
+        raise ModelNotFound(f"The model '{model}' does not exist or no provider serves it.", param="model")
+    served = targets[0].route.kind  # one kind per model name (config/providers.py)
+    if served != kind:
+        raise InvalidRequest(
+            f"'{model}' is {_A_KIND[served]}, not {_A_KIND[kind]}: use {_USE[served]}.",
+            param="model",
+        )
+    return targets
+
+
+_A_KIND = {"chat": "a chat model", "embedding": "an embedding model", "rerank": "a rerank model"}
+_USE = {
+    "chat": "/v1/chat/completions, /v1/responses or /v1/messages",
+    "embedding": "/v1/embeddings",
+    "rerank": "/v1/rerank",
+}
 
 
 async def list_models(request: Request) -> BytesResponse:

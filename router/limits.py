@@ -42,10 +42,13 @@ def key_scope(target: Target) -> str:
     return "p:" + target.name
 
 
-def estimate(body: JSON, body_bytes: int) -> Usage:
+def estimate(body: JSON, body_bytes: int, *, answers: bool = True) -> Usage:
     """An upper estimate: a token is at least ~3 bytes of JSON in any script; the answer is
-    at most what the request allows."""
+    at most what the request allows. `answers=False`: a model that only reads (embeddings,
+    rerank) uses no completion tokens."""
     prompt = min(PROMPT_CAP, math.ceil(body_bytes / 3))
+    if not answers:
+        return Usage(prompt, 0)
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     completion = limit if type(limit) is int and limit > 0 else DEFAULT_COMPLETION
     return Usage(prompt, completion * choices(body))

@@ -61,7 +61,7 @@ def event(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
 
 
 def access(**fields: Any) -> None:
-    """The line every chat completion leaves (router.access), as event() would write it.
+    """The line every API request leaves (router.access), as event() would write it.
 
     Once setup() chose stderr, the line skips logging's machinery (a LogRecord, the handler's
     lock, a formatter, a text layer: ~6 % of a request's CPU at concurrency 64, measured) and

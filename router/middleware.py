@@ -1,6 +1,6 @@
 """The envelope every request gets, as one pure ASGI layer: a RequestContext and its
-X-Request-Id, the body size limit, an OpenAI-shaped error for any failure (never a
-traceback), and — for chat completions — its metrics and log line when it ends.
+X-Request-Id, the body size limit, an error in the client's API shape for any failure (never
+a traceback), and — for the API endpoints — its metrics and log line when it ends.
 
 One layer with one send wrapper, not four: each ASGI layer costs a coroutine frame and a
 wrapped `send` per message, and at concurrency 64 the four middlewares this replaced took
@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .access import CHAT_PATHS, CLIENT_CLOSED, finished
+from .access import CLIENT_CLOSED, finished
+from .api import ERROR_SHAPES, PATHS, REQUEST_ID_HEADERS
+from .api.endpoint import openai_error
 from .config import Config
 from .context import SCOPE_KEY, RequestContext, accept_request_id
 from .errors import InvalidRequest, RequestTooLarge, RouterError
@@ -26,6 +28,7 @@ log = logging.getLogger("router")
 
 READ_ONCE = (
     b"authorization",
+    b"x-api-key",
     b"x-request-id",
     b"x-idempotency-key",
     b"idempotency-key",
@@ -87,8 +90,16 @@ class Envelope:
             elif name == b"content-length" and length is None:
                 length = value
         ctx = RequestContext(request_id=accept_request_id(given), started=time.perf_counter())
+        path = scope["path"]
+        endpoint = PATHS.get(path)
+        if endpoint is not None:
+            ctx.endpoint = endpoint.name
         scope[SCOPE_KEY] = ctx
-        id_header = (b"x-request-id", ctx.request_id.encode())
+        request_id = ctx.request_id.encode()
+        id_headers = [(b"x-request-id", request_id)]
+        own = REQUEST_ID_HEADERS.get(path)
+        if own is not None:
+            id_headers.append((own, request_id))
         status = CLIENT_CLOSED
         started = False
 
@@ -96,7 +107,7 @@ class Envelope:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
-                message["headers"] = [*message.get("headers", ()), id_header]
+                message["headers"] = [*message.get("headers", ()), *id_headers]
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body"):
                 ctx.ended = time.perf_counter()
@@ -116,7 +127,7 @@ class Envelope:
             if started:
                 raise  # the connection closes; the client sees the answer cut
             # Which provider failed and how many tries it took; the settlement key; limits.
-            await send_error(enveloped_send, error, ctx.response_headers())
+            await send_error(enveloped_send, error, ctx.response_headers(), shape=ERROR_SHAPES.get(path))
         except Exception:
             log.exception("unhandled error", extra={"request_id": ctx.request_id})
             if not started:  # else the connection closes; the client sees the answer cut
@@ -125,9 +136,10 @@ class Envelope:
                     RouterError(
                         f"The server had an error processing your request (request id {ctx.request_id})."
                     ),
+                    shape=ERROR_SHAPES.get(path),
                 )
         finally:
-            if scope["path"] in CHAT_PATHS:
+            if ctx.endpoint is not None:
                 finished(ctx, status)
 
     def _limited(self, receive: Receive) -> Receive:
@@ -152,13 +164,20 @@ class Envelope:
         )
 
 
-async def send_error(send: Send, error: RouterError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = error.body()
+async def send_error(
+    send: Send,
+    error: RouterError,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    *,
+    shape: Callable[[RouterError], tuple[int, bytes]] | None = None,
+) -> None:
+    """`error` as the client's API shapes it (OpenAI's unless `shape` says otherwise)."""
+    status, body = (shape or openai_error)(error)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         *((k.lower().encode(), v.encode()) for k, v in error.headers.items()),
         *(extra or ()),
     ]
-    await send({"type": "http.response.start", "status": error.http_status, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

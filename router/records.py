@@ -30,6 +30,7 @@ def head(call: Call, settlement_key: str, target: Target) -> dict[str, Any]:
         "key": target.key.name,
         "model": call.model,
         "upstream_model": target.route.upstream,
+        "endpoint": call.endpoint.name,
     }
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from starlette.types import Receive, Scope, Send
 
 from . import logs, metrics, sse
+from .api import StreamTranslation
 from .disconnect import DisconnectWatch
 from .errors import DeadlineExceeded, RouterError, UpstreamError, UpstreamTimeout
 from .relay import StreamRelay
@@ -82,13 +83,19 @@ class StreamResponse:
         ending: StreamEnding,
         watch: DisconnectWatch | None,
         keep: bool,
+        translation: StreamTranslation | None = None,
     ):
         self._upstream = upstream
         self._relay = relay
+        self._translation = translation
+        """The client's API, when it is not Chat Completions: the relayed events, translated."""
         self._done = b""
-        """`[DONE]`, once read: it goes last, after the settlement, so a client that reads its
-        usage once its stream ended finds it."""
-        if relay.done and first.endswith(sse.DONE_EVENT):  # the whole answer came with the commit
+        """`[DONE]` (or what a translation makes of it), once read: it goes last, after the
+        settlement, so a client that reads its usage once its stream ended finds it."""
+        # (A translation translates `first` when it is sent: what it raises then is the stream's
+        # to settle.)
+        if translation is None and relay.done and first.endswith(sse.DONE_EVENT):
+            # the whole answer came with the commit
             first, self._done = first[: -len(sse.DONE_EVENT)], sse.DONE_EVENT
         self._first = first
         self._headers = [*SSE_HEADERS, *headers]
@@ -113,14 +120,26 @@ class StreamResponse:
     def relay(self) -> StreamRelay:
         return self._relay
 
+    def _translated(self, events: list[bytes], done: bool) -> bytes:
+        """Relayed events in the client's API; what `[DONE]` becomes is held back as the end."""
+        assert self._translation is not None
+        if done and events and events[-1] == sse.DONE_EVENT:
+            out = self._translation.events(events[:-1])
+            self._done = self._translation.events(events[-1:])
+            return out
+        return self._translation.events(events)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watch = None if self._keep else self._watch or DisconnectWatch(receive)
         relay = self._relay
         if self.sent is not None:
             send = self._keeping(send, self.sent)
         try:
+            first = self._first
+            if self._translation is not None:
+                first = self._translated(sse.EventSplitter().feed(first), relay.done)
             await send({"type": "http.response.start", "status": 200, "headers": self._headers})
-            await send({"type": "http.response.body", "body": self._first, "more_body": True})
+            await send({"type": "http.response.body", "body": first, "more_body": True})
             tail = await self._pump(send)
             if watch is not None:
                 watch.stop()  # the end is ours to send; a disconnect now changes nothing
@@ -159,6 +178,7 @@ class StreamResponse:
     async def _pump(self, send: Send) -> bytes:
         """Relay until the stream ends; returns the last bytes to send."""
         relay = self._relay
+        translation = self._translation
         next_chunk = self._upstream.next_chunk
         try:
             try:
@@ -171,9 +191,12 @@ class StreamResponse:
                         data = await next_chunk()
                         if data is None:
                             break
-                        out = relay.feed(data)
-                        if relay.done and out.endswith(sse.DONE_EVENT):
-                            out, self._done = out[: -len(sse.DONE_EVENT)], sse.DONE_EVENT
+                        if translation is not None:
+                            out = self._translated(relay.feed_events(data), relay.done)
+                        else:
+                            out = relay.feed(data)
+                            if relay.done and out.endswith(sse.DONE_EVENT):
+                                out, self._done = out[: -len(sse.DONE_EVENT)], sse.DONE_EVENT
                         if not relay.only_dropped:  # garbage is no sign of life
                             watch.fed()
                         if out:
@@ -185,7 +208,10 @@ class StreamResponse:
             except TimeoutError:
                 if not relay.finished:
                     raise self._timeout(asyncio.get_running_loop().time()) from None
-            tail = self._done + relay.end()
+            if translation is not None:
+                tail = self._done + translation.events(relay.end_events())
+            else:
+                tail = self._done + relay.end()
             self.outcome = "completed"
             return tail
         except UpstreamError as error:
@@ -193,7 +219,7 @@ class StreamResponse:
             # no [DONE], so no client mistakes a cut answer for a whole one.
             self.outcome = "error"
             self.failure = error
-            return error_event(error)
+            return translation.failed(error) if translation is not None else error_event(error)
 
     def _timeout(self, now: float) -> UpstreamTimeout:
         provider = self._relay.provider

@@ -16,8 +16,9 @@ from .types import JSON
 def for_target(body: JSON, target: Target) -> JSON:
     """`body` as `target` is sent it: its model's rules, and a stream where its provider
     streams (a whole answer is then gathered from it: attempt.py)."""
-    provider = target.provider
-    return to_upstream(body, target.route, stream_usage=provider.stream_usage, as_stream=provider.streaming)
+    provider, route = target.provider, target.route
+    as_stream = provider.streaming and route.kind == "chat"  # embeddings and rerank answer whole
+    return to_upstream(body, route, stream_usage=provider.stream_usage, as_stream=as_stream)
 
 
 def to_upstream(body: JSON, route: ModelRoute, *, stream_usage: bool, as_stream: bool = False) -> JSON:

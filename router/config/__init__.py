@@ -4,6 +4,7 @@ from .expand import parse_duration
 from .load import ConfigError, default_path, load, parse
 from .model import (
     FEATURES,
+    KINDS,
     TLS,
     Admin,
     Allowance,
@@ -31,6 +32,7 @@ from .providers import DIALECTS
 __all__ = [
     "DIALECTS",
     "FEATURES",
+    "KINDS",
     "TLS",
     "Admin",
     "Allowance",

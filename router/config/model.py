@@ -10,8 +10,12 @@ from typing import Any
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 STRATEGIES = ("weighted", "ordered", "latency", "least_busy")
-FEATURES = ("tools", "tool_role", "image", "audio", "file", "json_object", "json_schema", "logprobs", "n")
+FEATURES = (
+    "tools", "tool_role", "image", "audio", "file", "json_object", "json_schema", "logprobs", "n", "top_k",
+)  # fmt: skip
 """What a request may use that not every provider accepts (providers.yaml `accepts`)."""
+KINDS = ("chat", "embedding", "rerank")
+"""What a model is (providers.yaml `kind`): which endpoints may use it (api.Endpoint.kind)."""
 ON_EXCEED = ("refuse", "cap")
 PERIODS = ("day", "month", "total")
 
@@ -81,6 +85,8 @@ class ModelRoute:
     price: Price | None = None
     accepts: frozenset[str] | None = None
     """The FEATURES this model takes at this provider; None: all of them (nothing declared)."""
+    kind: str = "chat"
+    """Of KINDS: a chat model, or one that embeds or reranks."""
 
 
 @dataclass(frozen=True, slots=True)

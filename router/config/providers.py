@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .fields import Problems
-from .model import FEATURES, TLS, ModelRoute, ParamRules, Price, Probe, Provider, ProviderKey
+from .model import FEATURES, KINDS, TLS, ModelRoute, ParamRules, Price, Probe, Provider, ProviderKey
 
 DIALECTS = ("trinity", "chenyu", "real200")
 DEMO_PLACEHOLDER_URL = "http://demo.invalid"
@@ -33,7 +33,21 @@ def read_providers(raw: Any, p: Problems, *, demo: bool) -> dict[str, Provider]:
         provider = _provider(name, item, f"providers.{name}", p, demo=demo)
         if provider is not None:
             providers[name] = provider
+    _same_kind(providers, p)
     return providers
+
+
+def _same_kind(providers: Mapping[str, Provider], p: Problems) -> None:
+    """A model name is one kind wherever it is served: routing by name may pick any of them."""
+    kinds: dict[str, str] = {}
+    for name, provider in providers.items():
+        for model, route in provider.models.items():
+            first = kinds.setdefault(model, route.kind)
+            if route.kind != first:
+                p.add(
+                    f"providers.{name}.models.{model}.kind",
+                    f"{route.kind!r}, but another provider serves {model!r} as {first!r}",
+                )
 
 
 _PROVIDER_KEYS = (
@@ -74,10 +88,12 @@ def _provider(name: str, raw: Any, path: str, p: Problems, *, demo: bool) -> Pro
     rules = _params(m.get("params"), f"{path}.params", p)
     accepts = _accepts(m.get("accepts"), f"{path}.accepts", p)
     models: dict[str, ModelRoute] = {}
-    for model, spec in p.entries(m.get("models"), f"{path}.models").items():
+    entries = p.entries(m.get("models"), f"{path}.models")
+    for model, spec in entries.items():
         route = _model(model, spec, f"{path}.models.{model}", rules, accepts, p)
-        models[model] = route
-    if "models" in m and not models:
+        if demo or not _demo_only(spec):
+            models[model] = route
+    if "models" in m and not entries:
         p.add(f"{path}.models", "configure at least one model")
     return Provider(
         name=name,
@@ -160,7 +176,11 @@ def _forward_headers(raw: Any, path: str, p: Problems) -> tuple[str, ...]:
 def _model(
     name: str, raw: Any, path: str, provider_rules: ParamRules, accepts: frozenset[str] | None, p: Problems
 ) -> ModelRoute:
-    m = p.mapping(raw, path, ("upstream", "price", "params", "accepts"))
+    m = p.mapping(raw, path, ("upstream", "price", "params", "accepts", "kind", "demo_only"))
+    p.boolean(m.get("demo_only"), f"{path}.demo_only", False)
+    kind = p.string(m.get("kind"), f"{path}.kind", "chat")
+    if kind not in KINDS:
+        p.add(f"{path}.kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")
     price = None
     if m.get("price") is not None:
         pm = p.mapping(
@@ -181,7 +201,13 @@ def _model(
         params=provider_rules.then(_params(m.get("params"), f"{path}.params", p)),
         price=price,
         accepts=_accepts(m["accepts"], f"{path}.accepts", p) if "accepts" in m else accepts,
+        kind=kind,
     )
+
+
+def _demo_only(raw: Any) -> bool:
+    """A model the config serves only under --demo (an example, named by no provider document)."""
+    return isinstance(raw, dict) and raw.get("demo_only") is True
 
 
 def _accepts(raw: Any, path: str, p: Problems) -> frozenset[str] | None:

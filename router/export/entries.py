@@ -26,6 +26,7 @@ FIELDS = (
     "key",
     "model",
     "upstream_model",
+    "endpoint",
     "prompt_tokens",
     "completion_tokens",
     "cached_tokens",

@@ -48,6 +48,9 @@ COLUMNS = (
     ("hedge_of", "text"),
     ("record", "jsonb NOT NULL"),
 )
+"""The record's fields as columns, where queries filter or sum them; the whole record (with
+`endpoint` and whatever a later release adds) is in `record`: `record->>'endpoint'`. A column
+added here would be missing from tables made before, which CREATE TABLE IF NOT EXISTS keeps."""
 _INTEGERS = {"prompt_tokens": 2**63, "completion_tokens": 2**63, "cached_tokens": 2**63}
 _INTEGERS |= {"reasoning_tokens": 2**63, "status": 2**31}
 

@@ -318,3 +318,43 @@ def test_hedging_is_off_unless_configured_and_each_bad_value_names_its_path() ->
         "routing.hedge.max",
         "routing.hedge.models.m",
     ]
+
+
+def test_a_model_kind_is_chat_unless_declared_and_one_kind_wherever_served() -> None:
+    config = parse(
+        textwrap.dedent("""
+        providers:
+          p:
+            base_url: https://p.example/v1
+            keys: [k1]
+            models: {m: {}, e: {kind: embedding}, r: {kind: rerank}}
+        """),
+        env={},
+    )
+    assert {name: targets[0].route.kind for name, targets in config.targets.items()} == {
+        "m": "chat", "e": "embedding", "r": "rerank",
+    }  # fmt: skip
+    assert problems("""
+        providers:
+          p:
+            base_url: https://p.example/v1
+            keys: [k1]
+            models: {e: {kind: embedding}, x: {kind: image}}
+          q:
+            base_url: https://q.example/v1
+            keys: [k2]
+            models: {e: {kind: rerank}}
+        """) == [
+        "providers.p.models.x.kind: expected one of chat, embedding, rerank, got 'image'",
+        "providers.q.models.e.kind: 'rerank', but another provider serves 'e' as 'embedding'",
+    ]
+
+
+def test_demo_only_models_exist_under_demo_alone() -> None:
+    shipped = load(SHIPPED, env=REAL_ENV)
+    demo = load(SHIPPED, demo=True, env={})
+    examples = {"text-embedding-3-small", "bge-reranker-v2-m3"}
+    assert examples.isdisjoint(shipped.targets)
+    assert examples <= set(demo.targets)
+    assert demo.targets["text-embedding-3-small"][0].route.kind == "embedding"
+    assert demo.targets["bge-reranker-v2-m3"][0].route.kind == "rerank"

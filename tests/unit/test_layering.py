@@ -29,6 +29,7 @@ LAYERS = [
     {"config", "sse", "context", "http1", "state", "watchdog"},
     {
         "translate",
+        "api",
         "capabilities",
         "envelope",
         "aggregate",
