@@ -1,7 +1,8 @@
-"""What each chat completion leaves behind when it ends: its SPEC §7 metrics and one log line.
+"""What each API request leaves behind when it ends: its SPEC §7 metrics and one log line.
 
-Called by the envelope (middleware.py) when the request ends; it reads the RequestContext
-the request filled in (client, model, provider, attempts, tokens, timings), never the bodies.
+Called by the envelope (middleware.py) when a request to an API endpoint ends; it reads the
+RequestContext the request filled in (endpoint, client, model, provider, attempts, tokens,
+timings), never the bodies.
 """
 
 from __future__ import annotations
@@ -11,23 +12,23 @@ import time
 from . import logs, metrics
 from .context import RequestContext
 
-CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 CLIENT_CLOSED = 499
 """The client left before any answer started (nginx's convention)."""
 
 
 def finished(ctx: RequestContext, status: int) -> None:
     duration = (ctx.ended or time.perf_counter()) - ctx.started
-    model, provider = ctx.model or "", ctx.provider or ""
-    metrics.requests(ctx.client or "", model, provider, str(status)).inc()
-    metrics.duration(model, provider).observe(duration)
+    model, provider, endpoint = ctx.model or "", ctx.provider or "", ctx.endpoint or ""
+    metrics.requests(ctx.client or "", model, provider, endpoint, str(status)).inc()
+    metrics.duration(model, provider, endpoint).observe(duration)
     if ctx.overhead is not None:
         metrics.OVERHEAD.observe(ctx.overhead)
     if ctx.streamed and ctx.first_token is not None:
-        metrics.ttft(model, provider).observe(ctx.first_token)
+        metrics.ttft(model, provider, endpoint).observe(ctx.first_token)
     tokens = ctx.tokens
     logs.access(
         request_id=ctx.request_id,
+        endpoint=endpoint,
         client=ctx.client,
         model=ctx.model,
         provider=ctx.provider,

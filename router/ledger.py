@@ -29,7 +29,7 @@ import orjson
 from . import limits, recovery
 from .config import Allowance, Config
 from .errors import InvalidRequest
-from .state import Ask, Granted, GuardedStore, open_store
+from .state import Ask, Granted, GuardedStore, Used, open_store
 from .types import JSON
 
 log = logging.getLogger("router.ledger")
@@ -241,14 +241,17 @@ class Ledger:
             log.error("state: %d settlement record(s) lost: not written, and no state.journal", len(outbox))
 
     async def usage(self) -> JSON:
-        """GET /admin/usage: this period's spend per client and per provider key."""
+        """GET /admin/usage: this period's spend per client (also by API endpoint) and per
+        provider key."""
         day, month, _ = limits.periods()
         wanted = (day, month, "total")
         clients = {}
         for client in self.config.clients or (None,):
             used = await self.state.usage(limits.client_scope(client.name if client else None), wanted)
             budget = client.budget if client else None
-            clients[client.name if client else limits.ANONYMOUS] = _usage_row(used, budget)
+            row = _usage_row(used, budget)
+            row["by_endpoint"] = _by_endpoint(used)
+            clients[client.name if client else limits.ANONYMOUS] = row
         providers: dict[str, JSON] = {}
         keys = {t.name: t for targets in self.config.targets.values() for t in targets}
         for target in keys.values():
@@ -291,6 +294,19 @@ async def read(config: Config, *, client: str | None = None, since: float = 0.0)
 
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
+
+
+def _by_endpoint(used: Mapping[str, Used]) -> JSON:
+    """A client's usage by API endpoint, each shaped as its row: {endpoint: {day, month, total}}.
+    Usage settled before endpoints were counted apart is in the row only."""
+    periods = dict(zip(("day", "month", "total"), used.values(), strict=True))
+    found: JSON = {}
+    for name in sorted({name for u in periods.values() for name in u.by_endpoint}):
+        row = found[name] = {}
+        for period, u in periods.items():
+            tokens, nanos = u.by_endpoint.get(name, (0, 0))
+            row[period] = {"tokens": tokens, "cost": nanos / 1e9}
+    return found
 
 
 def _usage_row(used: Mapping[str, object], allowance: Allowance | None) -> JSON:

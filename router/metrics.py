@@ -1,7 +1,8 @@
 """Prometheus metrics (the only prometheus_client user). SPEC §7 names them and their labels.
 
-Label values come only from configured names (clients, models, providers, keys) or from the
-small fixed sets below: an unknown model in a request never becomes a label value.
+Label values come only from configured names (clients, models, providers, keys) or from
+small fixed sets (below; `endpoint` is an api.Endpoint's name: chat, embeddings, rerank,
+responses, messages): an unknown model in a request never becomes a label value.
 
 Under `serve --workers N` every worker writes its values to PROMETHEUS_MULTIPROC_DIR (set by
 `serve` to a directory of its own, emptied at start) and /metrics merges them; the gauges say
@@ -63,21 +64,21 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter(
     "router_requests_total",
-    "Chat completion requests answered, by client, model, answering provider and HTTP status.",
-    ["client", "model", "provider", "code"],
+    "API requests answered, by client, model, answering provider, endpoint and HTTP status.",
+    ["client", "model", "provider", "endpoint", "code"],
     registry=REGISTRY,
 )
 DURATION = Histogram(
     "router_request_duration_seconds",
     "Whole request time, a stream included.",
-    ["model", "provider"],
+    ["model", "provider", "endpoint"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
     registry=REGISTRY,
 )
 TTFT = Histogram(
     "router_time_to_first_token_seconds",
     "Streams: request sent upstream to the first chunk carrying answer content.",
-    ["model", "provider"],
+    ["model", "provider", "endpoint"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
     registry=REGISTRY,
 )
@@ -95,8 +96,8 @@ ATTEMPTS = Counter(
 )
 TOKENS = Counter(
     "router_tokens_total",
-    "Tokens settled, by client, model, provider and type (prompt or completion).",
-    ["client", "model", "provider", "type"],
+    "Tokens settled, by client, model, provider, endpoint and type (prompt or completion).",
+    ["client", "model", "provider", "endpoint", "type"],
     registry=REGISTRY,
 )
 COST = Counter(

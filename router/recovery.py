@@ -92,6 +92,7 @@ def settle_steps(config: Config, scope: str, intent: Intent, *, now: float | Non
         record=record,
         claim_key=claim,
         intent=True,
+        endpoint=head.get("endpoint"),  # None: an intent an older release wrote
     )
     steps: list[Step] = [(client, False)]
     if target is not None:

@@ -83,7 +83,10 @@ class Settlement:
         _counted(call, target, used, cost)
         record = self._record(key, target, used, cost, usage is None, status, outcome)
         periods = limits.periods(admission.started_at)
-        steps = [*client_step(admission.held, used, cost, record, stored, periods), *releases]
+        steps = [
+            *client_step(admission.held, used, cost, record, stored, periods, call.endpoint.name),
+            *releases,
+        ]
         held = keys.pop(target, None)
         if held is not None or used.total_tokens or cost:  # the key's quota and usage counters
             steps.append(key_step(key, target, held, used, cost, periods))
@@ -106,7 +109,7 @@ class Settlement:
             (
                 Settle(
                     scope=scope, settlement_key=key, tokens=used.total_tokens, cost_nanos=cost,
-                    periods=periods, record=record,
+                    periods=periods, record=record, endpoint=call.endpoint.name,
                 ),
                 admission.granted.local if admission.granted else False,
             )
@@ -136,7 +139,8 @@ class Settlement:
 
 def _counted(call: Call, target: Target, used: Usage, cost: int) -> None:
     labels = (call.client_name or "", call.model, target.provider.name)
-    metrics.tokens(*labels, "prompt").inc(used.prompt_tokens)
-    metrics.tokens(*labels, "completion").inc(used.completion_tokens)
+    endpoint = call.endpoint.name
+    metrics.tokens(*labels, endpoint, "prompt").inc(used.prompt_tokens)
+    metrics.tokens(*labels, endpoint, "completion").inc(used.completion_tokens)
     if cost:
         metrics.cost(*labels).inc(cost / 1e9)

@@ -32,8 +32,10 @@ def client_step(
     record: bytes | None,
     stored: Stored | None = None,
     periods: tuple[str, ...] = (),
+    endpoint: str | None = None,
 ) -> list[Step]:
-    """The client scope's step: its lease and claim released, its usage and record added."""
+    """The client scope's step: its lease and claim released, its usage and record added (also
+    under `endpoint`, the API it came in by, for /admin/usage)."""
     ask, granted = held.ask, held.granted
     if record is None and granted is None:
         return []  # nothing was taken, nothing to give back
@@ -52,6 +54,7 @@ def client_step(
         claim_hash=ask.claim.body_hash if ask and ask.claim else "",
         stored=stored,
         intent=ask is not None and ask.intent is not None,
+        endpoint=endpoint,
     )
     return [(settle, granted.local if granted else False)]
 

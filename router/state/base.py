@@ -23,8 +23,8 @@ idempotency keys are the client's, limited to printable ASCII.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 CONCURRENCY_RETRY = 1.0
@@ -201,6 +201,9 @@ class Settle:
     """With `claim_key`: the answer to keep for replays; None lets the key go (a retry runs fresh)."""
     intent: bool = False
     """The client scope's step: its settlement intent ends here (see Ask.intent)."""
+    endpoint: str | None = None
+    """The client scope's step: the API endpoint (chat, embeddings ...) whose usage this is, also
+    counted apart under that name (Used.by_endpoint). Key scopes: None, their usage is not split."""
 
     @property
     def once(self) -> bool:
@@ -213,6 +216,8 @@ class Settle:
 class Used:
     tokens: int = 0
     cost_nanos: int = 0
+    by_endpoint: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """Part of it by API endpoint: name -> (tokens, cost nanos), for settlements that named one."""
 
 
 class Store(Protocol):

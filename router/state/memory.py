@@ -60,6 +60,9 @@ class _Scope:
     held_tokens: int = 0
     held_nanos: int = 0
     used: dict[str, list[int]] = field(default_factory=dict)
+    """Per period: [tokens, cost nanos]."""
+    by_endpoint: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    """Per period, per API endpoint: [tokens, cost nanos] (the client scope's)."""
     claims: dict[str, _Claim] = field(default_factory=dict)
     done: OrderedDict[str, float] = field(default_factory=OrderedDict)
     ledger: deque[tuple[float, bytes]] = field(default_factory=lambda: deque(maxlen=LEDGER_MAX))
@@ -177,6 +180,10 @@ class MemoryStore:
                 used = s.used.setdefault(period, [0, 0])
                 used[0] += settle.tokens
                 used[1] += settle.cost_nanos
+                if settle.endpoint:
+                    part = s.by_endpoint.setdefault(period, {}).setdefault(settle.endpoint, [0, 0])
+                    part[0] += settle.tokens
+                    part[1] += settle.cost_nanos
         if settle.record is not None:
             s.ledger.append((now, settle.record))
         if settle.claim_key is not None:
@@ -248,7 +255,12 @@ class MemoryStore:
 
     async def usage(self, scope: str, periods: Sequence[str]) -> dict[str, Used]:
         s = self._scope(scope)
-        return {p: Used(*s.used[p]) if p in s.used else Used() for p in periods}
+        found = {}
+        for p in periods:
+            tokens, nanos = s.used.get(p, (0, 0))
+            parts = {name: (t, n) for name, (t, n) in s.by_endpoint.get(p, {}).items()}
+            found[p] = Used(tokens, nanos, parts)
+        return found
 
     async def records(self, scope: str, *, since: float = 0.0) -> list[bytes]:
         return [record for at, record in self._scope(scope).ledger if at >= since]

@@ -74,6 +74,34 @@ def metric_names(expr: str) -> set[str]:
     return {_SERIES_SUFFIX.sub("", name) for name in _METRIC.findall(expr)}
 
 
+_AGGREGATION = re.compile(
+    r"\b(?:sum|min|max|avg|count|group|stddev|stdvar|topk|bottomk|quantile)\s*"
+    r"(?:(?:by|without)\s*\([^()]*\)\s*)?\($"
+)
+_ABSENT = re.compile(r"\babsent\s*\($")
+
+
+def unaggregated(expr: str) -> list[str]:
+    """The router metrics `expr` selects outside any aggregation (`sum by (...) (...)`, `max(...)`;
+    `absent(...)` too, which keeps no labels). Such a selection yields a series per label set,
+    so a label added to a metric (`endpoint`) splits its line, or breaks the matching of a
+    binary operation with another metric."""
+    return [m.group() for m in _METRIC.finditer(expr) if not _aggregated(expr, m.start())]
+
+
+def _aggregated(expr: str, at: int) -> bool:
+    depth = 0
+    for i in range(at - 1, -1, -1):
+        if expr[i] == ")":
+            depth += 1
+        elif expr[i] == "(":
+            if depth:
+                depth -= 1
+            elif _AGGREGATION.search(expr, 0, i + 1) or _ABSENT.search(expr, 0, i + 1):
+                return True
+    return False
+
+
 def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
 

@@ -19,6 +19,7 @@ from tests.deploy.support import (
     metric_names,
     promtool,
     run,
+    unaggregated,
 )
 
 # What Grafana substitutes before a query reaches Prometheus.
@@ -58,6 +59,21 @@ def expressions() -> list[tuple[str, str]]:
     return [(p["title"], t["expr"]) for p in panels() for t in p["targets"]]
 
 
+def row(title: str) -> list[dict[str, Any]]:
+    """The panels under a (not collapsed) row: those after it, up to the next row."""
+    under: list[dict[str, Any]] | None = None
+    for p in dashboard()["panels"]:
+        if p["type"] == "row":
+            if under is not None:
+                break
+            if p["title"] == title:
+                under = []
+        elif under is not None:
+            under.append(p)
+    assert under, f"no panels under a row {title!r}"
+    return under
+
+
 def test_every_panel_is_well_formed() -> None:
     board = dashboard()
     assert board["uid"] and board["title"]
@@ -86,6 +102,42 @@ def test_panels_use_only_exported_metrics_and_all_of_them() -> None:
         assert names <= METRIC_NAMES, f"{title} uses {sorted(names - METRIC_NAMES)}"
         used |= names
     assert used == METRIC_NAMES, f"no panel shows {sorted(METRIC_NAMES - used)}"
+
+
+def test_every_metric_is_aggregated_so_a_new_label_splits_no_panel() -> None:
+    for title, expr in expressions():
+        assert not unaggregated(expr), f"{title}: {unaggregated(expr)} not aggregated in {expr}"
+
+
+def test_traffic_by_endpoint_shows_requests_duration_tokens_and_ttft_per_endpoint() -> None:
+    under = row("Traffic by endpoint")
+    shown: set[str] = set()
+    for p in under:
+        for t in p["targets"]:
+            assert re.search(r"\bby \((?:[a-z]+, )*endpoint\b", t["expr"]), f"{p['title']}: {t['expr']}"
+            assert "{{endpoint}}" in t["legendFormat"], p["title"]
+            shown |= metric_names(t["expr"])
+    assert shown == {
+        "router_requests_total",
+        "router_request_duration_seconds",
+        "router_tokens_total",
+        "router_time_to_first_token_seconds",
+    }
+    (requests,) = [p for p in under if metric_names(p["targets"][0]["expr"]) == {"router_requests_total"}]
+    classes = [re.search(r'code=~"(.)\.\."', t["expr"]) for t in requests["targets"]]
+    assert {c[1] for c in classes if c} == {"2", "4", "5"}
+    quantiles = {
+        (name, q)
+        for p in under
+        for t in p["targets"]
+        for q in re.findall(r"histogram_quantile\(([0-9.]+)", t["expr"])
+        for name in metric_names(t["expr"])
+    }
+    assert quantiles == {
+        ("router_request_duration_seconds", "0.5"),
+        ("router_request_duration_seconds", "0.95"),
+        ("router_time_to_first_token_seconds", "0.95"),
+    }
 
 
 def test_exporter_metrics_are_read_from_the_exporter_job() -> None:

@@ -17,6 +17,7 @@ from tests.deploy.support import (
     promtool,
     rule_groups,
     run,
+    unaggregated,
     write_rule_file,
 )
 
@@ -71,6 +72,13 @@ def test_rules_use_only_exported_metrics() -> None:
         used = metric_names(r["expr"])
         assert used, r["alert"]
         assert used <= METRIC_NAMES, f"{r['alert']} uses {sorted(used - METRIC_NAMES)}"
+
+
+def test_every_metric_is_aggregated_so_a_new_label_breaks_no_alert() -> None:
+    # An alert over a metric's raw series would fire once per endpoint, client ..., or match
+    # nothing in a ratio of two metrics whose labels differ.
+    for r in rule_groups()[0]["rules"]:
+        assert not unaggregated(r["expr"]), f"{r['alert']}: {unaggregated(r['expr'])} not aggregated"
 
 
 def test_every_alert_has_a_unit_test_that_fires_it_and_one_that_does_not() -> None:

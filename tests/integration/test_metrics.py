@@ -66,22 +66,39 @@ def test_request_attempt_token_and_stream_metrics(sim: Sim, router: Router) -> N
     def delta(metric: str, /, **labels: str) -> float:
         return value(after, metric, **labels) - value(before, metric, **labels)
 
-    assert delta("router_requests_total", client="team", model="gpt-4o", provider="good", code="200") == 5
-    assert delta("router_requests_total", client="team", model="", provider="", code="404") == 1
-    assert delta("router_requests_total", client="team", model="gpt-4o", provider="", code="429") == 1
+    assert (
+        delta(
+            "router_requests_total",
+            client="team",
+            model="gpt-4o",
+            provider="good",
+            endpoint="chat",
+            code="200",
+        )
+        == 5
+    )
+    assert (
+        delta("router_requests_total", client="team", model="", provider="", endpoint="chat", code="404") == 1
+    )
+    assert (
+        delta(
+            "router_requests_total", client="team", model="gpt-4o", provider="", endpoint="chat", code="429"
+        )
+        == 1
+    )
     assert delta("router_upstream_attempts_total", provider="bad", outcome="server_error") >= 1
     assert delta("router_upstream_attempts_total", provider="good", outcome="ok") == 5
     assert delta("router_stream_outcomes_total", outcome="completed") == 1
     assert delta("router_rate_limited_total", scope="client", name="team", limit="rpm") == 1
-    prompt = delta("router_tokens_total", client="team", model="gpt-4o", provider="good", type="prompt")
-    completion = delta(
-        "router_tokens_total", client="team", model="gpt-4o", provider="good", type="completion"
-    )
+    tokens = {"client": "team", "model": "gpt-4o", "provider": "good", "endpoint": "chat"}
+    prompt = delta("router_tokens_total", **tokens, type="prompt")
+    completion = delta("router_tokens_total", **tokens, type="completion")
     assert prompt > 0 and completion > 0
     cost = delta("router_cost_total", client="team", model="gpt-4o", provider="good")
     assert abs(cost - (prompt * 1000 + completion * 2000) / 1e6) < 1e-9
-    assert delta("router_request_duration_seconds_count", model="gpt-4o", provider="good") == 5
-    assert delta("router_time_to_first_token_seconds_count", model="gpt-4o", provider="good") == 1
+    served = {"model": "gpt-4o", "provider": "good", "endpoint": "chat"}
+    assert delta("router_request_duration_seconds_count", **served) == 5
+    assert delta("router_time_to_first_token_seconds_count", **served) == 1
     assert delta("router_overhead_seconds_count") == 7
     names = {name for name, _ in after}
     assert not any("no-such-model" in str(labels) for _, labels in after)  # never a label
@@ -124,3 +141,53 @@ def test_replays_are_counted(sim: Sim, router: Router) -> None:
             json={"model": "gpt-4o", "messages": HELLO},
         )
     assert value(scrape(r), "router_idempotent_replays_total") - before == 2
+
+
+def test_each_endpoint_is_counted_apart_and_admin_usage_agrees(sim: Sim, router: Router) -> None:
+    server = sim("real200")
+    models = {
+        "gpt-4o": "{price: {input: 1000, output: 2000}}",
+        "text-embedding-3-small": "{kind: embedding, price: {input: 100, output: 0}}",
+    }
+    r = router(
+        "admin: {key: admin-secret}\nclients:\n  - name: team\n    key: " + CLIENT_KEY + "\n"
+        "providers:\n" + provider_yaml("real", server, models)
+    )
+    before = scrape(r)
+    for _ in range(2):
+        assert chat(r).status_code == 200
+    for text in ("alpha", ["beta", "gamma"], "delta"):
+        embedded = httpx.post(
+            r.url + "/v1/embeddings",
+            headers=AUTH,
+            json={"model": "text-embedding-3-small", "input": text},
+            timeout=10,
+        )
+        assert embedded.status_code == 200, embedded.text
+    after = scrape(r)
+
+    def delta(metric: str, /, **labels: str) -> float:
+        return value(after, metric, **labels) - value(before, metric, **labels)
+
+    served = {"client": "team", "provider": "real"}
+    chat_labels = {**served, "model": "gpt-4o", "endpoint": "chat"}
+    embed_labels = {**served, "model": "text-embedding-3-small", "endpoint": "embeddings"}
+    assert delta("router_requests_total", **chat_labels, code="200") == 2
+    assert delta("router_requests_total", **embed_labels, code="200") == 3
+    embed = {k: v for k, v in embed_labels.items() if k != "client"}
+    assert delta("router_request_duration_seconds_count", **embed) == 3
+    tokens = {
+        endpoint: delta("router_tokens_total", **labels, type="prompt")
+        + delta("router_tokens_total", **labels, type="completion")
+        for endpoint, labels in (("chat", chat_labels), ("embeddings", embed_labels))
+    }
+    assert tokens["embeddings"] > 0 and delta("router_tokens_total", **embed_labels, type="completion") == 0
+    report = httpx.get(r.url + "/admin/usage", headers={"Authorization": "Bearer admin-secret"}).json()
+    team = report["clients"]["team"]
+    assert set(team["by_endpoint"]) == {"chat", "embeddings"}
+    for endpoint, counted in tokens.items():
+        assert team["by_endpoint"][endpoint]["total"]["tokens"] == counted
+        assert team["by_endpoint"][endpoint]["day"]["tokens"] == counted
+    assert sum(e["total"]["tokens"] for e in team["by_endpoint"].values()) == team["total"]["tokens"]
+    cost = sum(e["total"]["cost"] for e in team["by_endpoint"].values())
+    assert abs(cost - team["total"]["cost"]) < 1e-9

@@ -337,6 +337,32 @@ async def test_a_settlement_is_applied_once_however_often_it_is_replayed(store: 
     assert await store.records("c:a") == [record(1)]
 
 
+async def test_usage_is_also_counted_by_endpoint_once_per_settlement(store: Store) -> None:
+    day, total = "2026-11-22", "total"
+    settles = [
+        Settle("c:a", "stl_1", tokens=7, cost_nanos=3, periods=(day, total), endpoint="chat"),
+        Settle("c:a", "stl_2", tokens=5, cost_nanos=11, periods=(total,), endpoint="embeddings"),
+        Settle("c:a", "stl_3", tokens=2, cost_nanos=0, periods=(day, total), endpoint="chat"),
+        Settle("c:a", "stl_4", tokens=1, cost_nanos=1, periods=(day, total)),  # none named
+        Settle("c:a", "stl_5", tokens=0, cost_nanos=4, periods=(total,), endpoint="rerank"),
+    ]
+    assert await store.settle_all(settles) == [True] * 5
+    assert await store.settle_all(settles) == [False] * 5  # a replay adds nothing, by endpoint either
+    usage = await store.usage("c:a", [day, total, "2026-11-23"])
+    assert (usage[day].tokens, usage[day].cost_nanos) == (10, 4)
+    assert usage[day].by_endpoint == {"chat": (9, 3)}
+    assert (usage[total].tokens, usage[total].cost_nanos) == (15, 19)
+    assert usage[total].by_endpoint == {"chat": (9, 3), "embeddings": (5, 11), "rerank": (0, 4)}
+    assert usage["2026-11-23"].by_endpoint == {}
+
+
+async def test_a_settlement_with_no_counters_to_add_to_may_still_name_its_endpoint(store: Store) -> None:
+    # The endpoint is the script's last argument, after one ttl per use hash: none here.
+    assert await store.settle(Settle("c:a", "stl_1", tokens=3, record=record(1), endpoint="chat"))
+    assert await store.records("c:a") == [record(1)]
+    assert (await store.usage("c:a", ["total"]))["total"].by_endpoint == {}
+
+
 async def test_records_come_back_in_order_and_from_a_time(store: Store) -> None:
     for n in range(3):
         await store.settle(Settle("c:a", f"s{n}", tokens=1, periods=("total",), record=record(n)))

@@ -49,6 +49,16 @@ def test_every_field_of_a_settlement_survives_a_line_byte_for_byte() -> None:
     assert decode(encode(Settle("c:a", "stl_1"))) == Settle("c:a", "stl_1")
 
 
+def test_a_line_written_before_a_field_existed_reads_with_its_default() -> None:
+    # A journal written by the previous release (no `endpoint`) replays after an upgrade.
+    line = encode(Settle("c:a", "stl_1", tokens=5, endpoint="embeddings")).replace(
+        b',"endpoint":"embeddings"', b""
+    )
+    assert b"endpoint" not in line
+    assert decode(line) == Settle("c:a", "stl_1", tokens=5)
+    assert decode(encode(Settle("c:a", "stl_1", endpoint="messages"))).endpoint == "messages"
+
+
 async def test_a_copy_left_by_a_process_that_died_mid_rewrite_is_deleted_not_replayed(
     tmp_path: Path,
 ) -> None:

@@ -69,3 +69,12 @@ def test_a_route_gone_from_the_config_is_priced_as_it_was_admitted_and_charges_o
     )
     ((client, _),) = steps
     assert client.cost_nanos == 100 * 1 * 1000 + 10 * 4 * 1000
+
+
+def test_a_lost_request_counts_under_its_endpoint_and_an_older_intent_under_none() -> None:
+    named = orjson.loads(intent().body)
+    named["head"]["endpoint"] = "embeddings"
+    (client, _), (key, _) = settle_steps(CONFIG, "c:team", Intent("stl_1", orjson.dumps(named)), now=STARTED)
+    assert client.endpoint == "embeddings" and key.endpoint is None  # a key's usage is not split
+    (client, _), _ = settle_steps(CONFIG, "c:team", intent(), now=STARTED)  # written before endpoints
+    assert client.endpoint is None

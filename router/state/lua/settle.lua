@@ -8,8 +8,11 @@
 --       13 retention ms (a stored answer's life), 14 claim body hash, 15 rpm, 16 rpm delta,
 --       17 replay window ms (the done marker's life: how late a replay may come and still
 --       be applied once), 18 end the intent? (1/0), 19 ledger bound ("" none, MINID or
---       MAXLEN), 20 its value, 21.. ttl ms of each use hash (0: none), in KEYS order
+--       MAXLEN), 20 its value, 21.. ttl ms of each use hash (0: none), in KEYS order,
+--       then (ARGV[13 + #KEYS]) the API endpoint whose usage it is ("" none): counted apart
+--       as fields t:<endpoint> and n:<endpoint> of the same use hashes
 local tokens, nanos = tonumber(ARGV[4]), tonumber(ARGV[5])
+local endpoint = ARGV[13 + #KEYS]
 -- The intent ends first, whatever follows: one whose settlement was applied already (by a
 -- recoverer, or a write whose reply was lost) must not be recovered again and again.
 if ARGV[18] == '1' then
@@ -50,6 +53,10 @@ if tokens ~= 0 or nanos ~= 0 then
   for i = 9, #KEYS do
     local t = redis.call('HINCRBY', KEYS[i], 't', tokens)
     local n = redis.call('HINCRBY', KEYS[i], 'n', nanos)
+    if endpoint ~= '' then
+      redis.call('HINCRBY', KEYS[i], 't:' .. endpoint, tokens)
+      redis.call('HINCRBY', KEYS[i], 'n:' .. endpoint, nanos)
+    end
     local ttl = tonumber(ARGV[12 + i])
     -- A counter just made holds exactly what was added: it gets its life here, once, from its
     -- period's first usage. An older one holding 0 and 0 before (usage only adds, so none

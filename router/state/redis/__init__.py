@@ -38,7 +38,7 @@ from redis.exceptions import (
 from ...config import LedgerRetention
 from ...watchdog import PatientTimeout
 from ..base import Answer, Ask, Intent, Settle, StateError, Used
-from .calls import DEADLINE, Call, acquire_call, answer, settle_call
+from .calls import DEADLINE, Call, acquire_call, answer, settle_call, used
 from .connection import CPackedConnection, closed_by_server
 
 _PAGE = 1000
@@ -195,8 +195,7 @@ class RedisStore:
         tag = "{" + scope + "}"
         found = {}
         for period in periods:
-            tokens, nanos = await self._do(self._redis.hmget(f"{tag}:use:{period}", "t", "n"))
-            found[period] = Used(int(tokens or 0), int(nanos or 0))
+            found[period] = used(await self._do(self._redis.hgetall(f"{tag}:use:{period}")))
         return found
 
     async def records(self, scope: str, *, since: float = 0.0) -> list[bytes]:

@@ -26,6 +26,7 @@ from ..base import (
     Spent,
     StateError,
     Stored,
+    Used,
     Window,
 )
 
@@ -163,8 +164,20 @@ def settle_call(settle: Settle, *, retention_ms: int, replay_window_ms: int, led
         bound,
         bound_value,
         *(period_ttl(p) for p in settle.periods),
+        settle.endpoint or "",  # last, after the ttls: ARGV[13 + #KEYS]
     ]
     return keys, args
+
+
+def used(fields: dict[bytes, bytes]) -> Used:
+    """A use hash (settle.lua): `t` and `n`, and `t:<endpoint>`, `n:<endpoint>` per endpoint."""
+    parts: dict[str, list[int]] = {}
+    for name, value in fields.items():
+        kind, _, endpoint = name.decode().partition(":")
+        if endpoint:
+            parts.setdefault(endpoint, [0, 0])[0 if kind == "t" else 1] = int(value)
+    by_endpoint = {endpoint: (tokens, nanos) for endpoint, (tokens, nanos) in parts.items()}
+    return Used(int(fields.get(b"t", 0)), int(fields.get(b"n", 0)), by_endpoint)
 
 
 def ledger_bound(keep: LedgerRetention) -> tuple[str, int | str]:
