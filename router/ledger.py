@@ -30,6 +30,7 @@ from . import limits, recovery
 from .config import Allowance, Config
 from .errors import InvalidRequest
 from .state import Ask, Granted, GuardedStore, Used, open_store
+from .steps import UNCOUNTED
 from .types import JSON
 
 log = logging.getLogger("router.ledger")
@@ -298,13 +299,20 @@ def _epoch(iso: str) -> float:
 
 def _by_endpoint(used: Mapping[str, Used]) -> JSON:
     """A client's usage by API endpoint, each shaped as its row: {endpoint: {day, month, total}}.
-    Usage settled before endpoints were counted apart is in the row only."""
+    Chat's is not counted apart (steps.UNCOUNTED): it is the client's total less the others',
+    so it also holds what was settled before endpoints were counted apart."""
     periods = dict(zip(("day", "month", "total"), used.values(), strict=True))
+    names = sorted({name for u in periods.values() for name in u.by_endpoint} | {UNCOUNTED})
     found: JSON = {}
-    for name in sorted({name for u in periods.values() for name in u.by_endpoint}):
+    for name in names:
         row = found[name] = {}
         for period, u in periods.items():
-            tokens, nanos = u.by_endpoint.get(name, (0, 0))
+            if name == UNCOUNTED:
+                others = [v for k, v in u.by_endpoint.items() if k != UNCOUNTED]
+                tokens = u.tokens - sum(t for t, _ in others)
+                nanos = u.cost_nanos - sum(n for _, n in others)
+            else:
+                tokens, nanos = u.by_endpoint.get(name, (0, 0))
             row[period] = {"tokens": tokens, "cost": nanos / 1e9}
     return found
 

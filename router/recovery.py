@@ -22,7 +22,7 @@ import orjson
 from . import limits, metrics, records
 from .config import Config, Price, Target
 from .state import GuardedStore, Intent, Settle
-from .steps import Step, key_step
+from .steps import Step, counted_as, key_step
 from .types import Usage
 
 log = logging.getLogger("router.recovery")
@@ -92,7 +92,7 @@ def settle_steps(config: Config, scope: str, intent: Intent, *, now: float | Non
         record=record,
         claim_key=claim,
         intent=True,
-        endpoint=head.get("endpoint"),  # None: an intent an older release wrote
+        endpoint=counted_as(head.get("endpoint")),  # None: chat's, or an older release's
     )
     steps: list[Step] = [(client, False)]
     if target is not None:

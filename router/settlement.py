@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import limits, metrics, records
 from .config import Target
 from .state import Settle, Stored
-from .steps import Step, client_step, key_release, key_step
+from .steps import Step, client_step, counted_as, key_release, key_step
 from .types import Usage
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class Settlement:
             (
                 Settle(
                     scope=scope, settlement_key=key, tokens=used.total_tokens, cost_nanos=cost,
-                    periods=periods, record=record, endpoint=call.endpoint.name,
+                    periods=periods, record=record, endpoint=counted_as(call.endpoint.name),
                 ),
                 admission.granted.local if admission.granted else False,
             )

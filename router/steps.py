@@ -25,6 +25,17 @@ class ClientHold:
     granted: Granted | None
 
 
+UNCOUNTED = "chat"
+"""The endpoint whose usage the store does not count apart: chat carries most traffic, so its
+usage by endpoint is the client's total less the others' (ledger.usage), which spares every
+chat settlement two HINCRBY per period."""
+
+
+def counted_as(endpoint: str | None) -> str | None:
+    """The name a settlement's usage is counted apart under, by endpoint (None: not apart)."""
+    return None if endpoint == UNCOUNTED else endpoint
+
+
 def client_step(
     held: ClientHold,
     used: Usage | None,
@@ -54,7 +65,7 @@ def client_step(
         claim_hash=ask.claim.body_hash if ask and ask.claim else "",
         stored=stored,
         intent=ask is not None and ask.intent is not None,
-        endpoint=endpoint,
+        endpoint=counted_as(endpoint),
     )
     return [(settle, granted.local if granted else False)]
 
