@@ -124,7 +124,9 @@ class Sender:
         a stream where its provider streams); `prompt_tokens` is router's estimate of the
         prompt, for answers that report no usage."""
         as_stream = bool(upstream_body.get("stream"))  # translate.for_target decided it
-        headers, redact = self._headers(request_id, target, call.headers, stream=as_stream)
+        headers, redact = self._headers(
+            request_id, target, call.headers, stream=as_stream, own_key=call.endpoint.api_key_header
+        )
         tally.target = target
         tally.attempts += 1
         tally.reading = None
@@ -154,10 +156,18 @@ class Sender:
         return await self._gather(tally, upstream, relay, first, deadline)
 
     def _headers(
-        self, request_id: str, target: Target, client_headers: Mapping[bytes, bytes], *, stream: bool
+        self,
+        request_id: str,
+        target: Target,
+        client_headers: Mapping[bytes, bytes],
+        *,
+        stream: bool,
+        own_key: bytes | None = None,
     ) -> tuple[RawHeaders, Redactor]:
         """What to send, and what to take out of the provider's text: every provider key, and
-        the value of any credential the client had forwarded (such configs only)."""
+        the value of any credential the client had forwarded (such configs only). `own_key`: a
+        header that carries the router client key on this endpoint (x-api-key on /v1/messages),
+        never forwarded there whatever `forward_headers` says."""
         headers = [*self._base_headers[target, stream], (b"x-request-id", request_id.encode())]
         conversation = client_headers.get(b"x-conversation-id")
         if conversation is not None and _HEADER_VALUE.match(conversation):
@@ -169,6 +179,7 @@ class Sender:
             if (
                 value is not None
                 and name not in (b"x-request-id", b"x-conversation-id")
+                and name != own_key
                 and _HEADER_VALUE.match(value)
             ):
                 headers.append((name, value))

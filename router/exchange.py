@@ -23,7 +23,7 @@ from .classify import Verdict
 from .config import Target, Timeouts
 from .context import RequestContext
 from .disconnect import DisconnectWatch
-from .errors import RouterError, UpstreamError, UpstreamStatusError
+from .errors import RouterError, UpstreamStatusError
 from .refusals import Replayed
 from .responses import BytesResponse, StreamResponse
 from .settlement import Settlement
@@ -104,11 +104,12 @@ class Exchange:
             raise failure
         body = answer.body
         if call.endpoint.answer is not None:  # the client's API shape, from the OpenAI answer
-            parsed = answer.parsed if answer.parsed is not None else orjson.loads(body)
             try:
-                body = orjson.dumps(call.endpoint.answer(parsed, self._answering()))
-            except UpstreamError as failure:  # served, but not an answer the client's API can carry
-                await self._settle(failure.http_status, "error", answer.usage, answer.estimated).done()
+                parsed = answer.parsed if answer.parsed is not None else orjson.loads(body)
+                body = orjson.dumps(call.endpoint.answer(parsed, self._answering(answer.usage)))
+            except Exception as failure:  # served, but not an answer the client's API can carry
+                status = failure.http_status if isinstance(failure, RouterError) else 500
+                await self._settle(status, "error", answer.usage, answer.estimated).done()
                 raise
         return await self._answered(body, answer.usage, answer.estimated)
 
@@ -168,12 +169,13 @@ class Exchange:
         outcome = response.outcome if response.outcome != "pending" else "client_disconnected"
         return self._settle(200, outcome, used, relay.usage is None, stored)
 
-    def _answering(self) -> Answering:
+    def _answering(self, usage: Usage | None = None) -> Answering:
         call = self._call
         return Answering(
             request=call.original if call.original is not None else call.body,
             answer_id=self._admission.settlement_key.partition("_")[2],
             created=int(time.time()),
+            usage=usage,
         )
 
     def _hedge_lost(self, target: Target, used: Usage) -> None:

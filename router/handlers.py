@@ -91,8 +91,9 @@ async def count_tokens(request: Request) -> BytesResponse:
     rt = runtime(request)
     endpoint = ENDPOINTS["messages"]
     client = rt.auth.authenticate(_authorization(request, endpoint))
-    body = _json_object(await request.body())
-    counted = anthropic_messages.count_tokens(body)
+    raw = await request.body()
+    body = _json_object(raw)
+    counted = anthropic_messages.count_tokens(body, len(raw))
     _targets(rt, client, body["model"], endpoint.kind)
     return BytesResponse(orjson.dumps(counted), headers=[])
 

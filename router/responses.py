@@ -181,6 +181,8 @@ class StreamResponse:
         translation = self._translation
         next_chunk = self._upstream.next_chunk
         try:
+            if translation is not None and translation.failure is not None:
+                raise translation.failure  # in what was sent with the commit point
             try:
                 with Watchdog(idle=self._idle, deadline=self._deadline) as watch:
                     while not relay.done:  # the whole answer may have come with the commit
@@ -205,11 +207,16 @@ class StreamResponse:
                             watch.fed()
                         if relay.failure is not None:
                             raise relay.failure
+                        if translation is not None and translation.failure is not None:
+                            raise translation.failure
             except TimeoutError:
                 if not relay.finished:
                     raise self._timeout(asyncio.get_running_loop().time()) from None
             if translation is not None:
                 tail = self._done + translation.events(relay.end_events())
+                if translation.failure is not None:  # its error event ends `tail`
+                    self._done = tail
+                    raise translation.failure
             else:
                 tail = self._done + relay.end()
             self.outcome = "completed"
@@ -219,7 +226,11 @@ class StreamResponse:
             # no [DONE], so no client mistakes a cut answer for a whole one.
             self.outcome = "error"
             self.failure = error
-            return translation.failed(error) if translation is not None else error_event(error)
+            if translation is None:
+                return error_event(error)
+            # A translation's own failure ends what it returned last, sent or held as the end
+            # (failed() then adds nothing); any other failure ends with failed()'s events.
+            return self._done + translation.failed(error)
 
     def _timeout(self, now: float) -> UpstreamTimeout:
         provider = self._relay.provider

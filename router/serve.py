@@ -256,7 +256,7 @@ def _banner(config: Config, sockets: list[socket.socket], *, demo: bool) -> None
         f"router: serving {len(config.targets)} models from {where} on http://{_address(host, port)}",
         flush=True,
     )
-    model = next(iter(config.targets), "gpt-4o")
+    model = next((m for m, targets in config.targets.items() if targets[0].route.kind == "chat"), "gpt-4o")
     demo_client = next((c for c in config.clients if c.demo_key), None)
     auth = ""
     if demo_client is not None:

@@ -1,7 +1,8 @@
 """A scripted upstream for byte-level stream shapes no dialect produces on purpose.
 
 Each request is answered with a chunked event stream played from a script of
-(delay seconds, bytes) steps, on a real loopback socket, in a thread of its own.
+(delay seconds, bytes) steps, on a real loopback socket, in a thread of its own; a connection
+the client keeps alive is read for its next request.
 """
 
 from __future__ import annotations
@@ -66,25 +67,26 @@ class ScriptedUpstream(LoopThread):
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            await reader.readexactly(length)
-            self.requests += 1
-            writer.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-            )
-            for delay, data in self.script:
-                if delay:
-                    await asyncio.sleep(delay)
-                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+            while True:  # a kept-alive connection's next request, until the client closes it
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                self.requests += 1
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    b"transfer-encoding: chunked\r\n\r\n"
+                )
+                for delay, data in self.script:
+                    if delay:
+                        await asyncio.sleep(delay)
+                    writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    await writer.drain()
+                writer.write(b"0\r\n\r\n")
                 await writer.drain()
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
-            await reader.read()  # until the client closes
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:

@@ -7,13 +7,13 @@ and the envelope make them.
 from __future__ import annotations
 
 from ..types import JSON
-from ..validate import validate
-from .endpoint import Endpoint
+from .endpoint import Endpoint, checked_as_chat
 
 
-def _checked(body: JSON) -> JSON:
-    validate(body)
+def _as_sent(body: JSON) -> JSON:
     return body
 
 
-ENDPOINT = Endpoint(name="chat", kind="chat", upstream_path="/chat/completions", request=_checked)
+ENDPOINT = Endpoint(
+    name="chat", kind="chat", upstream_path="/chat/completions", request=checked_as_chat(_as_sent)
+)

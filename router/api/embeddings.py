@@ -96,12 +96,14 @@ def answer(upstream: JSON, answering: Answering) -> JSON:
         for index, vector in sorted(_vectors(upstream["data"]), key=lambda pair: pair[0])
     ]
     model = upstream.get("model")
-    prompt = _read_usage(upstream)
+    # What is settled: the provider's count, or router's estimate where it reported none.
+    settled = answering.usage
+    prompt = settled.prompt_tokens if settled is not None else _read_usage(upstream) or 0
     return {
         "object": "list",
         "data": data,
         "model": model if isinstance(model, str) and model else answering.request["model"],
-        "usage": {"prompt_tokens": prompt or 0, "total_tokens": _total(upstream, prompt)},
+        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
     }
 
 
@@ -175,12 +177,6 @@ def _read_usage(upstream: JSON) -> int | None:
         if is_int(found.get(name)) and found[name] >= 0:
             return int(found[name])
     return None
-
-
-def _total(upstream: JSON, prompt: int | None) -> int:
-    found = upstream.get("usage")
-    total = found.get("total_tokens") if isinstance(found, dict) else None
-    return int(total) if is_int(total) and total >= 0 else prompt or 0
 
 
 ENDPOINT = Endpoint(

@@ -21,10 +21,19 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import KINDS
-from ..errors import RouterError
+from ..errors import RouterError, UpstreamError
 from ..types import JSON, Usage
+from ..validate import validate
 
-__all__ = ["KINDS", "Answering", "Endpoint", "StreamTranslation", "naming_params", "openai_error"]
+__all__ = [
+    "KINDS",
+    "Answering",
+    "Endpoint",
+    "StreamTranslation",
+    "checked_as_chat",
+    "naming_params",
+    "openai_error",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +47,9 @@ class Answering:
     (`resp_`, `msg_`), so a replayed answer carries the same id."""
     created: int
     """Unix seconds when the answer started."""
+    usage: Usage | None = None
+    """A whole answer's usage as router settles it: the provider's, or router's estimate where
+    it reported none — what the client is told it used, not a zero."""
 
 
 class StreamTranslation(Protocol):
@@ -54,6 +66,11 @@ class StreamTranslation(Protocol):
     It returns the client's bytes for them (b"" when there is nothing to send yet).
     """
 
+    failure: UpstreamError | None
+    """Set when the chat stream held something the client's API cannot carry (a tool call
+    without a name): the bytes `events` returned end with the error event, and the stream
+    ends there, settled as an error."""
+
     def events(self, events: list[bytes]) -> bytes: ...
 
     def failed(self, error: RouterError) -> bytes:
@@ -63,6 +80,18 @@ class StreamTranslation(Protocol):
 
 def openai_error(error: RouterError) -> tuple[int, bytes]:
     return error.http_status, error.body()
+
+
+def checked_as_chat(translate: Callable[[JSON], JSON]) -> Callable[[JSON], JSON]:
+    """`translate`, whose chat body is then held to the rules every chat request is (validate.py):
+    what a translation let through (an empty conversation) is refused before it goes upstream."""
+
+    def checked(body: JSON) -> JSON:
+        chat = translate(body)
+        validate(chat)
+        return chat
+
+    return checked
 
 
 def naming_params(

@@ -83,9 +83,13 @@ def answer(upstream: JSON, answering: Answering) -> JSON:
             result["document"] = {"text": documents[index]}
         results.append(result)
     model = upstream.get("model")
-    prompt, total = _counts(upstream)
-    counted: JSON = {} if prompt is None else {"prompt_tokens": prompt}
-    counted["total_tokens"] = total if total is not None else prompt or 0
+    settled = answering.usage  # the provider's count, or router's estimate where it reported none
+    if settled is not None:
+        counted: JSON = {"prompt_tokens": settled.prompt_tokens, "total_tokens": settled.prompt_tokens}
+    else:
+        prompt, total = _counts(upstream)
+        counted = {} if prompt is None else {"prompt_tokens": prompt}
+        counted["total_tokens"] = total if total is not None else prompt or 0
     return {
         "id": "rerank-" + answering.answer_id,
         "model": model if isinstance(model, str) and model else request["model"],

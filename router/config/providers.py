@@ -130,9 +130,15 @@ def _probe(raw: Any, path: str, models: Mapping[str, ModelRoute], p: Problems) -
     if raw is None:
         return None
     m = p.mapping(raw, path, ("interval", "model"), required=("interval",))
-    model = p.string(m.get("model"), f"{path}.model") or next(iter(models), "")
-    if models and model not in models:
+    # A probe is a one-token chat request: it needs a chat model.
+    chat = [name for name, route in models.items() if route.kind == "chat"]
+    model = p.string(m.get("model"), f"{path}.model") or next(iter(chat), "")
+    if models and not model:
+        p.add(path, "this provider serves no chat model to probe with")
+    elif models and model not in models:
         p.add(f"{path}.model", f"{model!r} is not one of this provider's models")
+    elif model in models and models[model].kind != "chat":
+        p.add(f"{path}.model", f"{model!r} is not a chat model (kind {models[model].kind}): a probe asks one")
     return Probe(interval=p.duration(m.get("interval"), f"{path}.interval", 60.0), model=model)
 
 

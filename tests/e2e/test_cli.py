@@ -30,9 +30,19 @@ def test_check_prints_the_routing_table(tmp_path: Path) -> None:
     done = run("check", "--config", "providers.yaml", "--demo")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["MODEL", "PROVIDER", "KEY", "PRIORITY", "WEIGHT", "UPSTREAM", "ACCEPTS"]
+    assert lines[0].split() == [
+        "KIND",
+        "MODEL",
+        "PROVIDER",
+        "KEY",
+        "PRIORITY",
+        "WEIGHT",
+        "UPSTREAM",
+        "ACCEPTS",
+    ]
     rows = [line.split() for line in lines]
     assert [
+        "chat",
         "doubao-seed-2-0-lite",
         "chenyu",
         "chenyu-0",
@@ -42,6 +52,7 @@ def test_check_prints_the_routing_table(tmp_path: Path) -> None:
         "-",
     ] in rows
     assert [
+        "chat",
         "gpt-4o",
         "real200",
         "real200-0",
@@ -50,7 +61,20 @@ def test_check_prints_the_routing_table(tmp_path: Path) -> None:
         "gpt-4o",
         "tools,tool_role,json_object,json_schema,n",
     ] in rows
-    assert lines[-1].startswith("ok: 3 providers")
+    # models by kind: chat first, then the demo's example embedding and rerank models
+    kinds = [row[0] for row in rows[1:-1]]
+    assert kinds == sorted(kinds, key=("chat", "embedding", "rerank").index)
+    assert [
+        "embedding",
+        "text-embedding-3-small",
+        "real200",
+        "real200-0",
+        "1",
+        "1",
+        "text-embedding-3-small",
+        "n/a",
+    ] in rows
+    assert lines[-1].startswith("ok: 3 providers, 11 models (9 chat, 1 embedding, 1 rerank)")
 
 
 def test_check_names_the_yaml_path_of_a_typo_and_exits_1(tmp_path: Path) -> None:
@@ -88,7 +112,7 @@ def test_keys_new_prints_a_key_and_its_config_line() -> None:
 
 
 def test_the_printed_curl_line_returns_a_completion(demo: Served) -> None:
-    assert demo.banner[0].startswith("router: serving 9 models from simulated chenyu, real200, trinity")
+    assert demo.banner[0].startswith("router: serving 11 models from simulated chenyu, real200, trinity")
     command = demo.banner[2].strip()
     assert command.startswith("curl ")
     if shutil.which("curl"):

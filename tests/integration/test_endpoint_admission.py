@@ -141,3 +141,18 @@ def test_other_methods_on_the_new_paths_are_405(served: tuple[RouterThread, SimS
     router, _ = served
     for path in ("/v1/embeddings", "/v1/rerank", "/v1/responses", "/v1/messages", "/embeddings"):
         assert httpx.get(router.url + path, headers=AUTH).status_code == 405
+
+
+def test_the_anthropic_key_header_never_goes_upstream_on_messages(
+    sim: Callable[..., SimServer], router: Callable[..., RouterThread]
+) -> None:
+    # A provider that takes a client's X-Api-Key (forward_headers) still never gets it from
+    # /v1/messages, where it is the router client key; from chat it is forwarded as before.
+    s = sim("real200")
+    r = router(config_yaml(provider_yaml("real200", s, ["gpt-4o"], forward_headers="[X-Api-Key]")))
+    body = {"model": "gpt-4o", "max_tokens": 20, "messages": HELLO}
+    assert post(r, "/v1/messages", body, **{"x-api-key": CLIENT_KEY}).status_code == 200
+    assert "x-api-key" not in s.requests[-1].headers
+    chat = {"model": "gpt-4o", "messages": HELLO}
+    assert post(r, "/v1/chat/completions", chat, **AUTH, **{"X-Api-Key": "sk-theirs"}).status_code == 200
+    assert s.requests[-1].headers["x-api-key"] == "sk-theirs"

@@ -75,7 +75,12 @@ def tool_result(id: str, content: Any = None, **extra: Any) -> dict[str, Any]:
 
 def test_the_endpoint_is_a_chat_endpoint_that_translates_every_way() -> None:
     assert (ENDPOINT.name, ENDPOINT.kind, ENDPOINT.upstream_path) == ("messages", "chat", "/chat/completions")
-    assert ENDPOINT.request is to_chat
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    assert ENDPOINT.request(body) == to_chat(body)
+    # The chat body is then held to chat's own rules: an empty conversation never goes upstream.
+    with pytest.raises(InvalidRequest) as empty:
+        ENDPOINT.request({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": []}]})
+    assert empty.value.param is not None and empty.value.param.startswith("messages")
     assert ENDPOINT.answer is not None and ENDPOINT.stream is not None
     assert ENDPOINT.api_key_header == b"x-api-key"
 
@@ -327,3 +332,19 @@ def test_thinking_in_assistant_history_is_dropped() -> None:
 def test_blocks_chat_has_no_place_for_are_refused_by_name(message: dict[str, Any], j: int) -> None:
     error = refused(f"messages[0].content[{j}].type", message)
     assert repr(message["content"][j]["type"]) in error.message
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "param"),
+    [
+        ("service_tier", [], "service_tier"),
+        ("service_tier", {"a": 1}, "service_tier"),
+        ("output_config", {"effort": ["high"]}, "output_config.effort"),
+        ("output_config", {"effort": {}}, "output_config.effort"),
+    ],
+)
+def test_values_of_the_wrong_type_are_the_clients_400_not_a_crash(field: str, value: Any, param: str) -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], field: value}
+    with pytest.raises(InvalidRequest) as caught:
+        to_chat(body)
+    assert caught.value.param == param

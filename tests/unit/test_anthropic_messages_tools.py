@@ -12,7 +12,7 @@ import pytest
 from router.api.anthropic_messages import count_tokens
 from router.api.anthropic_messages.request import to_chat
 from router.errors import InvalidRequest
-from router.limits import PROMPT_CAP
+from router.limits import PROMPT_CAP, estimate
 from tests.unit.test_anthropic_messages import chat, refused
 
 # -- tools ---------------------------------------------------------------------------
@@ -147,29 +147,29 @@ def test_output_config() -> None:
 # -- count_tokens ---------------------------------------------------------------------------
 
 
-def test_count_tokens_is_routers_estimate_of_the_chat_body() -> None:
+def test_count_tokens_is_the_estimate_admission_reserves_for_the_same_body() -> None:
     request = {
         "model": "claude-x",
         "system": "be brief",
         "messages": [{"role": "user", "content": "hello " * 300}],
     }
-    counted = count_tokens(request)
-    translated = to_chat(request, require_max_tokens=False)
-    assert counted == {"input_tokens": math.ceil(len(orjson.dumps(translated)) / 3)}
-    assert counted["input_tokens"] >= 300  # an upper bound: 300 words are at least 300 tokens
+    raw = orjson.dumps(request)
+    counted = count_tokens(request, len(raw))
+    translated = to_chat({**request, "max_tokens": 10})
+    assert counted == {"input_tokens": estimate(translated, len(raw)).prompt_tokens}
+    assert counted == {"input_tokens": math.ceil(len(raw) / 3)}
 
 
 def test_count_tokens_is_capped_like_the_estimate() -> None:
     huge = "x" * (3 * PROMPT_CAP + 30)
-    assert count_tokens({"model": "m", "messages": [{"role": "user", "content": huge}]}) == {
-        "input_tokens": PROMPT_CAP
-    }
+    body = {"model": "m", "messages": [{"role": "user", "content": huge}]}
+    assert count_tokens(body, len(orjson.dumps(body))) == {"input_tokens": PROMPT_CAP}
 
 
 def test_count_tokens_checks_the_body_as_messages_does() -> None:
     with pytest.raises(InvalidRequest) as caught:
-        count_tokens({"model": "m", "messages": [{"role": "tool", "content": "x"}]})
+        count_tokens({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, 60)
     assert caught.value.param == "messages[0].role"
     with pytest.raises(InvalidRequest) as caught:
-        count_tokens({"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]})
+        count_tokens({"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}, 60)
     assert caught.value.param == "max_tokens"

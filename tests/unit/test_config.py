@@ -358,3 +358,35 @@ def test_demo_only_models_exist_under_demo_alone() -> None:
     assert examples <= set(demo.targets)
     assert demo.targets["text-embedding-3-small"][0].route.kind == "embedding"
     assert demo.targets["bge-reranker-v2-m3"][0].route.kind == "rerank"
+
+
+def test_a_probe_asks_a_chat_model() -> None:
+    config = parse(
+        textwrap.dedent("""
+        providers:
+          p:
+            base_url: https://p.example/v1
+            keys: [k1]
+            probe: {interval: 30s}
+            models: {e: {kind: embedding}, m: {}}
+        """),
+        env={},
+    )
+    probe = config.providers["p"].probe
+    assert probe is not None and probe.model == "m"  # the first chat model, not the first model
+    assert problems("""
+        providers:
+          p:
+            base_url: https://p.example/v1
+            keys: [k1]
+            probe: {interval: 30s, model: e}
+            models: {e: {kind: embedding}, m: {}}
+          q:
+            base_url: https://q.example/v1
+            keys: [k2]
+            probe: {interval: 30s}
+            models: {r: {kind: rerank}}
+        """) == [
+        "providers.p.probe.model: 'e' is not a chat model (kind embedding): a probe asks one",
+        "providers.q.probe: this provider serves no chat model to probe with",
+    ]

@@ -6,11 +6,9 @@ Clients may send their router key as `x-api-key`, as the Anthropic SDKs do.
 
 from __future__ import annotations
 
-import orjson
-
 from ...limits import estimate
 from ...types import JSON
-from ..endpoint import Endpoint, naming_params
+from ..endpoint import Endpoint, checked_as_chat, naming_params
 from .answer import to_message
 from .errors import render
 from .request import to_chat
@@ -31,7 +29,7 @@ ENDPOINT = Endpoint(
     name="messages",
     kind="chat",
     upstream_path="/chat/completions",
-    request=to_chat,
+    request=checked_as_chat(to_chat),
     answer=to_message,
     stream=MessageStream,
     error=naming_params(render, CLIENT_PARAMS, messages="messages"),
@@ -40,16 +38,16 @@ ENDPOINT = Endpoint(
 )
 
 
-def count_tokens(body: JSON) -> JSON:
-    """`{"input_tokens": N}` for a Messages body (max_tokens not needed).
+def count_tokens(body: JSON, size: int) -> JSON:
+    """`{"input_tokens": N}` for a Messages body of `size` bytes (max_tokens not needed).
 
-    N is router's own estimate of the prompt, the one limits and budgets reserve
-    (limits.estimate: the chat request's JSON bytes / 3, capped), taken on the chat body this
-    request becomes. It is not the provider's tokenizer, which router does not have: a provider
-    may count a few tokens more or fewer. Raises InvalidRequest as /v1/messages does.
+    N is router's own estimate of the prompt, the one limits and budgets reserve when the same
+    body is sent to /v1/messages (limits.estimate: its bytes / 3, capped). It is not the
+    provider's tokenizer, which router does not have: a provider may count a few tokens more or
+    fewer. Raises InvalidRequest as /v1/messages does.
     """
     chat = to_chat(body, require_max_tokens=False)
-    return {"input_tokens": estimate(chat, len(orjson.dumps(chat))).prompt_tokens}
+    return {"input_tokens": estimate(chat, size, answers=False).prompt_tokens}
 
 
 __all__ = ["ENDPOINT", "count_tokens"]

@@ -81,7 +81,7 @@ def to_chat(body: JSON, *, require_max_tokens: bool = True) -> JSON:
 
 def _refuse_unservable(body: JSON) -> None:
     tier = body.get("service_tier")
-    if tier is not None and tier not in _SERVICE_TIERS:
+    if tier is not None and (not isinstance(tier, str) or tier not in _SERVICE_TIERS):
         raise fail("service_tier", "'service_tier' must be 'auto' or 'standard_only'")
     if body.get("container") is not None:
         raise fail("container", "'container' is not supported: router serves no code execution containers")
@@ -216,7 +216,7 @@ def _output_config(config: Any, chat: JSON) -> None:
         raise fail("output_config", "'output_config' must be an object")
     effort = config.get("effort")
     if effort is not None:
-        if effort not in _EFFORT_BY_ANTHROPIC:
+        if not isinstance(effort, str) or effort not in _EFFORT_BY_ANTHROPIC:
             raise fail(
                 "output_config.effort", "'output_config.effort' must be one of: low, medium, high, xhigh, max"
             )

@@ -7,7 +7,7 @@ becomes a `response` object (answer.py), and the chat stream the Responses event
 
 from __future__ import annotations
 
-from ..endpoint import Endpoint, naming_params, openai_error
+from ..endpoint import Endpoint, checked_as_chat, naming_params, openai_error
 from .answer import to_response
 from .request import to_chat
 from .stream import ResponseStream
@@ -24,7 +24,7 @@ ENDPOINT = Endpoint(
     name="responses",
     kind="chat",
     upstream_path="/chat/completions",
-    request=to_chat,
+    request=checked_as_chat(to_chat),
     answer=to_response,
     stream=ResponseStream,
     error=naming_params(openai_error, CLIENT_PARAMS, messages="input"),

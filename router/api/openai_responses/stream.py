@@ -21,7 +21,8 @@ got, items not closed) and an `error` event that carries its fields both flat (t
 ResponseErrorEvent) and nested under `error` (what OpenAI sends, and what makes the openai SDK
 raise APIError instead of ending the iteration quietly).
 
-Hot path: each chunk is parsed once; delta events are rendered from per-item byte templates.
+Hot path: each chunk is parsed once; one that is a piece of the open text goes straight to its
+delta event, rendered from the part's byte template.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 import orjson
 
 from ... import sse
-from ...errors import RouterError
+from ...errors import RouterError, UpstreamError
 from ...types import JSON
 from ..endpoint import Answering
 from .items import END, Call, Item, Message, Part, Reasoning, Text, at
@@ -68,10 +69,13 @@ class ResponseStream:
         "_seq",
         "_started",
         "_usage",
+        "failure",
     )
 
     def __init__(self, answering: Answering):
         self._answering = answering
+        self.failure: UpstreamError | None = None
+        """Never set: every chat stream has a Responses rendering (StreamTranslation.failure)."""
         include = answering.request.get("include")
         self._logprobs = isinstance(include, list) and LOGPROBS in include
         self._seq = 0
@@ -91,7 +95,11 @@ class ResponseStream:
             return b""
         out: list[bytes] = []
         for event in events:
-            data = sse.data_of(event)
+            data: bytes | None
+            if event.startswith(b"data: {") and event.find(b"\n") == len(event) - 2:
+                data = event[6:-2]  # a one-line chunk, as most are: no need to look further
+            else:
+                data = sse.data_of(event)
             if data is None:
                 out.append(event)  # a keep-alive: the client's idle timer wants it too
                 continue
@@ -155,6 +163,21 @@ class ResponseStream:
             return
         choice = choices[0]  # router asks for one choice: Responses has no `n`
         delta = choice.get("delta")
+        message = self._current
+        if (
+            type(message) is Message  # most chunks: one more piece of the open output text
+            and type(delta) is dict
+            and len(delta) == 1
+            and type(delta.get("content")) is str
+            and not choice.get("finish_reason")
+            and not self._logprobs
+            and message.parts
+            and message.parts[-1].kind == "output_text"
+        ):
+            if delta["content"]:
+                out.append(message.parts[-1].text.delta(self._seq, delta["content"], _END_NO_LOGPROBS))
+                self._seq += 1
+            return
         if type(delta) is dict and delta:
             reasoning = delta.get("reasoning_content")
             if type(reasoning) is str and reasoning:
