@@ -8,6 +8,12 @@ Cheap by design, because at 1,000 streams it parses ~50,000 chunks a second: one
 read per socket read, chunk boundaries found with bytearray.find, no per-chunk objects.
 Gaps are computed from the recorded times after the run, outside the measured loop.
 
+Streams come in three APIs' shapes (StreamFormat): Chat Completions (`data:` chunks, ending
+with `[DONE]`), Anthropic Messages (`event: content_block_delta` ... `event: message_stop`) and
+OpenAI Responses (`event: response.output_text.delta` ... `event: response.completed`, no
+`[DONE]`). Each is read the same way: a marker found in a piece says "answer text came", another
+says "the stream ended whole", so time to first token is the same moment in all three.
+
 Every run is bounded: requests still unanswered `grace` seconds after the window ends are
 counted as timeouts (errors) and their connections closed.
 """
@@ -19,12 +25,32 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-_CONTENT = b'"content":"'
-_DONE = b"[DONE]"
+
+@dataclass(frozen=True)
+class StreamFormat:
+    """How a stream of one API shows answer text and its end, as bytes to search for."""
+
+    content: bytes
+    """Found in a piece that carries answer text. The byte after it must not be `"`: chat's role
+    chunk carries `"content":""`, which is no text yet (an `event:` line is followed by a newline)."""
+    end: bytes
+    """Found in the piece that ends a whole stream; a stream without it is an error."""
+    missing: str
+    """The error kind of a stream that ended without `end`."""
+
+
+CHAT = StreamFormat(b'"content":"', b"[DONE]", "no [DONE]")
+MESSAGES = StreamFormat(b"event: content_block_delta\n", b"event: message_stop\n", "no message_stop")
+RESPONSES = StreamFormat(
+    b"event: response.output_text.delta\n", b"event: response.completed\n", "no response.completed"
+)
+FORMATS = {"chat": CHAT, "messages": MESSAGES, "responses": RESPONSES}
+"""By API name, as scenarios name them."""
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, form: StreamFormat = CHAT) -> None:
+        self.form = form
         self.buf = bytearray()
         self.waiter: asyncio.Future[int] | None = None
         self.transport: asyncio.Transport | None = None
@@ -88,9 +114,9 @@ class Connection(asyncio.Protocol):
             start, stop = line + 2, line + 2 + size
             if len(buf) < stop + 2:
                 return
-            if _has_content(buf, start, stop):
+            if _has_content(buf, start, stop, self.form.content):
                 self.marks.append(now)
-            elif buf.find(_DONE, start, stop) >= 0:
+            if buf.find(self.form.end, start, stop) >= 0:  # (the last text may come with the end)
                 self.done_seen = True
             del buf[: stop + 2]
             if size == 0:
@@ -104,13 +130,14 @@ class Connection(asyncio.Protocol):
             waiter.set_result(self.status)
 
 
-def _has_content(buf: bytearray, start: int, stop: int) -> bool:
+def _has_content(buf: bytearray, start: int, stop: int, marker: bytes = CHAT.content) -> bool:
     """Does this piece of a stream carry answer text (not just the role chunk's empty content)?"""
-    at = buf.find(_CONTENT, start, stop)
+    size = len(marker)
+    at = buf.find(marker, start, stop)
     while at >= 0:
-        if buf[at + 11] != 0x22:  # '"': an empty string
+        if at + size >= stop or buf[at + size] != 0x22:  # '"': an empty string
             return True
-        at = buf.find(_CONTENT, at + 11, stop)
+        at = buf.find(marker, at + size, stop)
     return False
 
 
@@ -122,9 +149,9 @@ class Result:
     streams: list[list[float]] = field(default_factory=list)
     """Per measured stream, the times its content chunks arrived."""
     errors: int = 0
-    """Non-200 answers, lost connections, streams without [DONE] and timeouts (in the window)."""
+    """Non-200 answers, lost connections, streams without their end ([DONE]) and timeouts (in the window)."""
     kinds: dict[str, int] = field(default_factory=dict)
-    """errors by kind: "429", "lost", "no [DONE]", "timeout", "connect"."""
+    """errors by kind: "429", "lost", "no [DONE]" (StreamFormat.missing), "timeout", "connect"."""
     timeouts: int = 0
     total: int = 0
     """Every answer, warm-up included: what the server did during the whole run."""
@@ -179,6 +206,7 @@ async def run(
     grace: float = 30.0,
     stream: bool = False,
     headers: bytes = b"",
+    form: StreamFormat = CHAT,
 ) -> Result:
     """Keep `concurrency` connections busy for warmup + seconds; measure requests started in the last
     `seconds`. Connection i starts i/concurrency * ramp seconds late, so long streams do not march in step.
@@ -194,7 +222,7 @@ async def run(
     async def connect(i: int) -> Connection | None:
         while time.perf_counter() < stop_at:
             try:
-                _, conn = await loop.create_connection(Connection, host, port)
+                _, conn = await loop.create_connection(lambda: Connection(form), host, port)
                 conns[i] = conn
                 return conn
             except OSError:
@@ -219,7 +247,7 @@ async def run(
             if not measured:
                 continue
             if status != 200 or (stream and not conn.done_seen):
-                result.error(str(status) if status != 200 else "no [DONE]")
+                result.error(str(status) if status != 200 else form.missing)
                 continue
             result.latencies.append(conn.ended - started)
             if conn.marks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import orjson
@@ -10,13 +11,13 @@ import orjson
 Row = dict[str, Any]
 
 
-def _num(value: float | None, fmt: str) -> str:
+def num(value: float | None, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return format(value, fmt)
 
 
-def _ms(value: float, sign: str = "") -> str:
+def ms(value: float, sign: str = "") -> str:
     """Milliseconds with three significant decimals where they mean something: 0.123, 12.35, 4103.4."""
     size = abs(value)
     return format(value, sign + (".3f" if size < 10 else ".2f" if size < 100 else ".1f"))
@@ -26,8 +27,8 @@ def _with_delta(value: float | None, base: float | None) -> str:
     if value is None or math.isnan(value):
         return "-"
     if base is None or math.isnan(base):
-        return _ms(value)
-    return f"{_ms(value)} {_ms(value - base, '+')}"
+        return ms(value)
+    return f"{ms(value)} {ms(value - base, '+')}"
 
 
 def added(row: Row, direct: Row) -> dict[str, float]:
@@ -53,7 +54,7 @@ def table(groups: list[tuple[str, bool, list[tuple[str, Row]]]], header: str) ->
             ttft = _with_delta(row["ttft_p50"], base["ttft_p50"] if base else None) if stream else ""
             gap = ""
             if stream:
-                gap = f"{_num(row['gap_p50'], '.2f')}/{_num(row['gap_p99'], '.2f')}"
+                gap = f"{num(row['gap_p50'], '.2f')}/{num(row['gap_p99'], '.2f')}"
                 grow = [row[k] - base[k] for k in ("gap_p50", "gap_p99")] if base is not None else []
                 if grow and not any(math.isnan(g) for g in grow):
                     gap += f" {grow[0]:+.2f}/{grow[1]:+.2f}"
@@ -62,7 +63,7 @@ def table(groups: list[tuple[str, bool, list[tuple[str, Row]]]], header: str) ->
                 f"{_with_delta(row['p50'], base['p50'] if base else None):>17} "
                 f"{_with_delta(row['p99'], base['p99'] if base else None):>17} "
                 f"{row['rps']:7.0f} {ratio:6.2f} {ttft:>15} {gap:>27} "
-                f"{_num(row.get('rss_mb'), '.0f'):>6} {row['errors']:6d}"
+                f"{num(row.get('rss_mb'), '.0f'):>6} {row['errors']:6d}"
             )
     lines.append("")
     lines.append(
@@ -82,11 +83,11 @@ def cpu_table(groups: list[tuple[str, bool, list[tuple[str, Row]]]]) -> str:
     for name, _, rows in groups:
         for i, (target, row) in enumerate(rows):
             cpu = row["cpu_pct"]
-            cells = [_num(cpu.get(k), ".0f") for k in ("loadgen", "sim", "router", "redis")]
-            per = _num(row.get("router_cpu_ms_per_req"), ".3f")
+            cells = [num(cpu.get(k), ".0f") for k in ("loadgen", "sim", "router", "redis")]
+            per = num(row.get("router_cpu_ms_per_req"), ".3f")
             lines.append(
                 f"{name if i == 0 else '':<14} {target:<8} {cells[0]:>8} {cells[1]:>6} {cells[2]:>7} "
-                f"{cells[3]:>6} {per:>14} {_num(row.get('rss_start_mb'), '.0f'):>13}"
+                f"{cells[3]:>6} {per:>14} {num(row.get('rss_start_mb'), '.0f'):>13}"
             )
     return "\n".join(lines)
 
@@ -126,6 +127,17 @@ def relay_lines(relay: dict[str, Any]) -> list[str]:
             f"gauge reads) in {r['background_s']:.1f} s; errors {r['errors']}"
         )
     return out
+
+
+def progress(what: str, row: Row) -> None:
+    """One run's figures, as it ends (on stderr: the tables go to stdout)."""
+    gap = f", gap p99 {row['gap_p99']:.2f} ms" if row["gap_p99"] == row["gap_p99"] else ""
+    print(
+        f"  {what}: {row['rps']:.0f} req/s, p50 {row['p50']:.3f} ms, p99 {row['p99']:.3f} ms{gap}, "
+        f"errors {row['errors']}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def write_lines(path: str, lines: list[dict[str, Any]]) -> None:

@@ -3,7 +3,9 @@
 Scenarios: c=1 and c=64 (non-stream), 500 in flight against a 200 ms upstream, stream c=32 and
 stream c=1000 (200 chunks 20 ms apart). Each runs against the simulator directly and through
 each router profile, back to back, --repeat times; medians are printed, and one JSON line per
-scenario x target is appended to --results.
+scenario x target is appended to --results. Then the translated APIs (`--only api`: streams of
+/v1/messages and /v1/responses at c=1 and c=32, /v1/embeddings at c=32), each against its chat
+twin through the same router, interleaved (pairs.py).
 
 Profiles, each one router process started once: `bare` (no clients, memory:// state) and
 `full` (a client key, client and provider-key limits, a budget, state on a real redis-server
@@ -33,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from tests.bench import checks, redis_cost, relay, report, spy
+from tests.bench import checks, pairs, redis_cost, relay, report, spy
 from tests.bench.scenarios import SCENARIOS, Scenario, Target, Watch, combine, measure, select
 from tests.bench.servers import (
     PROFILES,
@@ -57,7 +59,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run (default 5)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per scenario and target (default 3)")
     parser.add_argument("--results", default="bench-results.jsonl", help="JSON lines appended here")
-    parser.add_argument("--only", help="scenarios, comma-separated: " + ",".join(s.key for s in SCENARIOS))
+    keys = ",".join(s.key for s in SCENARIOS)
+    parser.add_argument("--only", help=f"scenarios, comma-separated: {keys} (api: the last five)")
     parser.add_argument("--profiles", default="bare,full", help="router profiles (default bare,full)")
     parser.add_argument("--skip", default="", help="passes to leave out: scaling,relay,redis")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, router logs)")
@@ -96,6 +99,8 @@ class Bench:
         self.timings: dict[str, float] = {}
         self.profiles: list[tuple[str, str, spy.Profile]] = []
         """(scenario, router profile, what py-spy saw) with --spy."""
+        self.pair_profiles: list[pairs.Spied] = []
+        """What py-spy saw of each side of a pair, with --spy."""
         self.commit = checks.commit()
         skip, profiles = args.skip_set, args.profile_list
         self.do_scaling = "scaling" not in skip and any(s.key == "c=64" for s in args.scenarios)
@@ -135,6 +140,9 @@ class Bench:
             self.routers[profile.name] = (child, port)
 
     def targets(self, scenario: Scenario) -> list[Target]:
+        if scenario.api != "chat":
+            routers = [(p, *self.routers[p.name]) for p in self.args.profile_list]
+            return pairs.targets(scenario, routers, self.only(self.other_core))
         port = self.sims[scenario.sim][1]
         direct = Target(
             "direct", port, "/chat/completions", "gpt-4o", DIRECT_KEY, cores=self.only(self.router_core)
@@ -152,6 +160,7 @@ class Bench:
                     child,
                     self.only(self.other_core),
                     redis=profile.redis,
+                    profile=profile.name,
                 )
             )
         return out
@@ -162,13 +171,14 @@ class Bench:
         runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
         sim = self.sims[scenario.sim][0]
         for r in range(self.args.repeat):
-            for target in targets:  # interleaved, so drift in the machine touches every target alike
+            # interleaved, so drift in the machine touches every target alike
+            for target in targets if scenario.api == "chat" else pairs.ordered(targets, r):
                 watch = Watch(sim, self.redis.pid if self.redis else None)
                 if target.redis:
                     watch.redis_client = self.redis_client
                 row = measure(scenario, target, watch, self.args.seconds)
                 runs[target.name].append(row)
-                progress(f"{scenario.name} {target.name} run {r + 1}/{self.args.repeat}", row)
+                report.progress(f"{scenario.name} {target.name} run {r + 1}/{self.args.repeat}", row)
         rows = [(t.name, combine(runs[t.name])) for t in targets]
         spied = {t.name: self.spied(scenario, t, sim) for t in targets if t.router} if self.args.spy else {}
         lines = []
@@ -177,7 +187,7 @@ class Bench:
                 "time": self.run_id,
                 "scenario": scenario.name,
                 "target": name,
-                "profile": None if name == "direct" else name,
+                "profile": target.profile,
                 "settings": self.settings(
                     concurrency=scenario.concurrency,
                     stream=scenario.stream,
@@ -186,15 +196,20 @@ class Bench:
                     ramp=scenario.ramp,
                     loadgen_cores=sorted(target.cores or ()),
                     router_core=self.router_core if target.router else None,
-                    router=describe(PROFILES[name]) if name in PROFILES else None,
+                    router=PROFILES[target.profile].describe() if target.profile else None,
+                    **({"api": target.api} if scenario.api != "chat" else {}),
                 ),
                 "median": row,
                 "runs": runs[name],
             }
-            if name != "direct":
+            if scenario.api != "chat":
+                if target.api != "chat":
+                    line["vs_chat"] = pairs.versus(row, dict(rows)[f"{target.profile}/chat"])
+            elif name != "direct":
                 line["vs_direct"] = report.added(row, rows[0][1])
-            if spied.get(name) is not None:
-                line["spy"] = spied[name].as_json()
+            found = spied.get(name)
+            if found is not None:
+                line["spy"] = found.as_json()
             lines.append(line)
         report.write_lines(self.args.results, lines)
         self.timings[scenario.name] = time.monotonic() - began
@@ -204,7 +219,7 @@ class Bench:
         """One more run (not in the medians) with py-spy on the router over its measured seconds."""
         assert target.router is not None
         pid, seconds = target.router.pid, self.args.seconds
-        out = self.workdir / f"spy-{scenario.key}-{target.name}.raw"
+        out = self.workdir / f"spy-{scenario.key}-{target.name.replace('/', '-')}.raw"
         started: list[subprocess.Popen[bytes]] = []
         timer = threading.Timer(scenario.warmup, lambda: started.append(spy.start(pid, seconds, out)))
         timer.start()
@@ -218,10 +233,16 @@ class Bench:
         finally:
             timer.cancel()
             timer.join()
-        progress(f"{scenario.name} {target.name} under py-spy", row)
+        report.progress(f"{scenario.name} {target.name} under py-spy", row)
         profile = spy.finish(started[0], out, seconds) if started else None
-        if profile is not None:
+        if profile is not None and scenario.api == "chat":
             self.profiles.append((scenario.name, target.name, profile))
+        elif profile is not None:
+            assert target.profile is not None
+            label = scenario.name if target.api != "chat" else f"{scenario.name}, chat twin"
+            self.profiles.append((label, target.profile, profile))
+            cpu = row["router_cpu_ms_per_req"]
+            self.pair_profiles.append(pairs.Spied(scenario, target.profile, target.api, profile, cpu))
         return profile
 
     def scaling(self) -> dict[str, Any]:
@@ -251,7 +272,7 @@ class Bench:
                 for target in targets:
                     row = measure(scenario, target, Watch(sim, self.redis.pid), self.args.seconds)
                     runs[target.name].append(row)
-                    progress(f"scaling c=64 workers {target.name} run {r + 1}/{self.args.repeat}", row)
+                    report.progress(f"scaling c=64 workers {target.name} run {r + 1}/{self.args.repeat}", row)
         finally:
             for child in started:
                 child.stop()
@@ -324,36 +345,19 @@ class Bench:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def describe(profile: Profile) -> dict[str, Any]:
-    return {
-        "workers": profile.workers,
-        "clients": "one key; rpm/tpm/concurrency limits; token budget" if profile.clients else None,
-        "provider_limits": profile.clients,
-        "state": "redis (real redis-server)" if profile.redis else "memory://",
-        "metrics": True,
-        "logs": "JSON lines to a file",
-    }
-
-
-def progress(what: str, row: dict[str, Any]) -> None:
-    gap = f", gap p99 {row['gap_p99']:.2f} ms" if row["gap_p99"] == row["gap_p99"] else ""
-    print(
-        f"  {what}: {row['rps']:.0f} req/s, p50 {row['p50']:.3f} ms, p99 {row['p99']:.3f} ms{gap}, "
-        f"errors {row['errors']}",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
 def main() -> int:
     args = parse()
     bench = Bench(args)
     began = time.monotonic()
-    groups, scaling, relayed, cost = [], None, None, None
+    groups, paired, scaling, relayed, cost = [], [], None, None, None
     try:
         bench.start()
         for scenario in args.scenarios:
-            groups.append((scenario.name, scenario.stream, bench.scenario(scenario)))
+            rows = bench.scenario(scenario)
+            if scenario.api == "chat":
+                groups.append((scenario.name, scenario.stream, rows))
+            else:
+                paired.append((scenario, rows))
         if bench.do_scaling:
             scaling = bench.scaling()
         if bench.do_relay:
@@ -376,19 +380,22 @@ def main() -> int:
         f"total {elapsed:.0f} s)"
     )
     print()
-    print(report.table(groups, header))
-    print()
-    print(report.cpu_table(groups))
-    print()
-    for name in dict.fromkeys(profile for _, profile, _ in bench.profiles):
-        runs = [(scenario, found) for scenario, profile, found in bench.profiles if profile == name]
-        print(
-            f"{name}: py-spy over one more run of each scenario ({spy.RATE} samples/s), shares of its samples"
-        )
-        print(spy.table(runs))
+    if groups:
+        print(report.table(groups, header))
         print()
+        print(report.cpu_table(groups))
+    else:
+        print(header)
+    print()
+    if paired:
+        print(pairs.table(paired, args.repeat))
+        print()
+    for line in [*spy.tables(bench.profiles), *pairs.spy_lines(bench.pair_profiles)]:
+        print(line)
     if cost:
         print("\n".join(redis_cost.lines(cost)) + "\n")
+    for line in pairs.notes(paired):
+        print(line)
     for line in checks.notes(groups, scaling, relayed, logs, metrics, bench.timings):
         print(line)
     return 0

@@ -34,6 +34,9 @@ class Scenario:
     grace: float = 30.0
     gap_ms: float | None = None
     """The simulator's nominal inter-chunk gap, for streams."""
+    api: str = "chat"
+    """The API the load asks in. Other than chat, the scenario is a pair (pairs.py): that API and
+    its chat twin, through each router, with no direct run."""
 
 
 SCENARIOS = [
@@ -47,19 +50,33 @@ SCENARIOS = [
     # 200 chunks 20 ms apart: a 4 s stream. Start the connections over one stream's length so they do
     # not march in step, and measure only once every connection is streaming.
     Scenario("stream=1000", "stream c=1000", 1000, True, "long", ramp=4.0, warmup=5.0, grace=40, gap_ms=20.0),
+    # The translated APIs, each against its chat twin (pairs.py). `--only api` picks the five.
+    Scenario("messages:stream=1", "stream c=1 (messages)", 1, True, "fast", gap_ms=2.0, api="messages"),
+    Scenario("responses:stream=1", "stream c=1 (responses)", 1, True, "fast", gap_ms=2.0, api="responses"),
+    Scenario("messages:stream=32", "stream c=32 (messages)", 32, True, "fast", gap_ms=2.0, api="messages"),
+    Scenario("responses:stream=32", "stream c=32 (responses)", 32, True, "fast", gap_ms=2.0, api="responses"),
+    Scenario("embeddings:c=32", "embeddings c=32", 32, False, "rag", api="embeddings"),
 ]
+APIS = ("messages", "responses", "embeddings")
+"""`--only` names for every scenario of one translated API; `api` names all of them."""
 
 
 def select(only: str | None) -> list[Scenario]:
     if not only:
         return list(SCENARIOS)
     wanted = [_norm(item) for item in only.split(",") if item.strip()]
-    chosen = [s for s in SCENARIOS if _norm(s.key) in wanted or _norm(s.name) in wanted]
-    unknown = [w for w in wanted if all(w not in (_norm(s.key), _norm(s.name)) for s in SCENARIOS)]
+    chosen = [s for s in SCENARIOS if any(w in _names(s) for w in wanted)]
+    unknown = [w for w in wanted if all(w not in _names(s) for s in SCENARIOS)]
     if unknown:
-        names = ", ".join(s.key for s in SCENARIOS)
+        names = ", ".join([*(s.key for s in SCENARIOS), "api", *APIS])
         raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}; choose from {names}")
     return chosen
+
+
+def _names(scenario: Scenario) -> tuple[str, ...]:
+    """What `--only` may call a scenario: its key, its name, and its API's group."""
+    own = (_norm(scenario.key), _norm(scenario.name))
+    return own if scenario.api == "chat" else (*own, "api", scenario.api)
 
 
 def _norm(text: str) -> str:
@@ -80,6 +97,12 @@ class Target:
     """Where the load generator runs (None: wherever it is)."""
     redis: bool = False
     """Count Redis commands during the run."""
+    profile: str | None = None
+    """The router profile the load goes through (None: direct to the simulator)."""
+    api: str = "chat"
+    """The API asked (loadgen.FORMATS says how its stream reads)."""
+    body: bytes | None = None
+    """The request body, where it is not the scenario's chat body (body())."""
 
 
 @dataclass
@@ -132,7 +155,7 @@ def measure(scenario: Scenario, target: Target, watch: Watch, seconds: float) ->
                 "127.0.0.1",
                 target.port,
                 target.path,
-                body(scenario, target.model),
+                body(scenario, target.model) if target.body is None else target.body,
                 concurrency=scenario.concurrency,
                 seconds=seconds,
                 warmup=scenario.warmup,
@@ -140,6 +163,7 @@ def measure(scenario: Scenario, target: Target, watch: Watch, seconds: float) ->
                 grace=scenario.grace,
                 stream=scenario.stream,
                 headers=target.headers,
+                form=loadgen.FORMATS.get(target.api, loadgen.CHAT),
             )
         finally:
             if sampler is not None:

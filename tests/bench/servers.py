@@ -16,8 +16,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
+
+from router.sim.dialects import DIALECTS
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "gpt-4o"
@@ -25,13 +28,26 @@ TICK = os.sysconf("SC_CLK_TCK")
 ALL_CORES = frozenset(os.sched_getaffinity(0))
 """Where an unpinned process may run: every core the bench was given (read before it pins itself)."""
 
-# The simulators: name -> (model routed to it, `router sim` options).
+
+class Sim(NamedTuple):
+    """A simulator the bench may start: (model routed to it, `router sim` options, ...)."""
+
+    model: str
+    options: list[str]
+    dialect: str = "trinity"
+    embedding_model: str | None = None
+    """An embedding model it serves too (its dialect lists it: router/sim/dialects.py)."""
+
+
 SIMS = {
     # --paced-whole: a whole answer takes as long as the stream, as a provider's does; else
     # a router reading it as a stream would be compared with a direct answer that took no time.
-    "fast": ("gpt-4o", ["--chunks", "8", "--chunk-gap", "2ms", "--paced-whole"]),
-    "slow": ("bench-slow", ["--latency", "200ms"]),
-    "long": ("bench-long", ["--chunks", "200", "--chunk-gap", "20ms"]),
+    "fast": Sim("gpt-4o", ["--chunks", "8", "--chunk-gap", "2ms", "--paced-whole"]),
+    "slow": Sim("bench-slow", ["--latency", "200ms"]),
+    "long": Sim("bench-long", ["--chunks", "200", "--chunk-gap", "20ms"]),
+    # Embeddings against non-stream chat: real200's dialect, the one whose simulator serves an
+    # embedding model. Nothing paced: each answer comes as fast as the simulator makes it.
+    "rag": Sim("bench-rag", [], "real200", "text-embedding-3-small"),
 }
 LIMITS = "{rpm: 10000000, tpm: 100000000000, concurrency: 100000}"  # high enough never to refuse
 ALLOWANCE = "{tokens: 1000000000000000, per: month}"
@@ -85,6 +101,17 @@ class Profile:
         """What the load generator sends: the client key, where the profile has clients."""
         return f"Authorization: Bearer {self.key}\r\n".encode() if self.clients else b""
 
+    def describe(self) -> dict[str, object]:
+        """What the results file says of it."""
+        return {
+            "workers": self.workers,
+            "clients": "one key; rpm/tpm/concurrency limits; token budget" if self.clients else None,
+            "provider_limits": self.clients,
+            "state": "redis (real redis-server)" if self.redis else "memory://",
+            "metrics": True,
+            "logs": "JSON lines to a file",
+        }
+
 
 PROFILES = {
     "bare": Profile("bare"),
@@ -95,7 +122,8 @@ PROFILES = {
 def write_config(
     profile: Profile, sims: dict[str, int], directory: Path, redis_url: str | None, tag: str = ""
 ) -> Path:
-    """providers.yaml for a profile: one provider per simulator, each serving one model name."""
+    """providers.yaml for a profile: one provider per simulator, each serving one chat model name
+    (and its embedding model, if it has one)."""
     lines = []
     if profile.redis:
         assert redis_url is not None
@@ -111,17 +139,23 @@ def write_config(
         ]
     lines.append("providers:")
     for name, port in sims.items():
-        model = SIMS[name][0]
-        route = "{}" if model == MODEL else f"{{upstream: {MODEL}}}"
+        sim = SIMS[name]
+        route = "{}" if sim.model == MODEL else f"{{upstream: {MODEL}}}"
+        dialect = DIALECTS[sim.dialect]
         lines += [
             f"  sim-{name}:",
-            "    dialect: trinity",
-            f"    base_url: http://127.0.0.1:{port}",
+            f"    dialect: {sim.dialect}",
+            f"    base_url: http://127.0.0.1:{port}{dialect.prefix}",
             "    keys: [bench-key]",
         ]
+        if dialect.stream_usage == "none":  # as providers.yaml says of real200: else router waits for it
+            lines.append("    stream_usage: false")
         if profile.clients:
             lines += [f"    limits: {LIMITS}", f"    quota: {ALLOWANCE}"]
-        lines.append(f"    models: {{{model}: {route}}}")
+        models = f"{sim.model}: {route}"
+        if sim.embedding_model:
+            models += f", {sim.embedding_model}: {{kind: embedding}}"
+        lines.append(f"    models: {{{models}}}")
     path = directory / f"{profile.name}{tag}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -129,8 +163,9 @@ def write_config(
 
 def start_sim(name: str, core: int | None, extra: list[str] | None = None) -> tuple[Child, int]:
     port = free_port()
-    options = SIMS[name][1] if extra is None else extra
-    command = [sys.executable, "-m", "router", "sim", "--dialect", "trinity", "--port", str(port), *options]
+    options = SIMS[name].options if extra is None else extra
+    dialect = SIMS[name].dialect
+    command = [sys.executable, "-m", "router", "sim", "--dialect", dialect, "--port", str(port), *options]
     child = Child(f"sim-{name}", _popen(command, None), core)
     os.sched_setaffinity(child.pid, _cores(core))  # explicit: a child inherits the bench's own pinning
     _wait_or_stop(f"http://127.0.0.1:{port}/_sim/stats", child)

@@ -16,7 +16,7 @@ import collections
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 RATE = 250
@@ -42,6 +42,7 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("/router/relay.py", "stream relay (responses, relay, sse, watchdog)"),
     ("/router/sse.py", "stream relay (responses, relay, sse, watchdog)"),
     ("/router/watchdog.py", "stream relay (responses, relay, sse, watchdog)"),
+    ("/router/api/", "API translation (router/api: messages, responses, embeddings)"),
     ("/router/", "router: envelope, handler, routing, translate, attempt"),
     ("/uvicorn/", "uvicorn's HTTP server"),
     ("/starlette/", "Starlette (Request)"),
@@ -60,6 +61,8 @@ class Profile:
     groups: dict[str, int]
     lines: dict[str, int]
     """Samples per leaf frame (function, file:line)."""
+    stacks: dict[str, int] = field(default_factory=dict)
+    """Samples per whole stack (`frame;...;leaf`), for what is asked later (functions)."""
 
     @property
     def busy(self) -> float:
@@ -72,6 +75,27 @@ class Profile:
     def top(self, n: int) -> list[tuple[str, float]]:
         ranked = sorted(self.lines.items(), key=lambda item: -item[1])[:n]
         return [(frame, count / self.samples) for frame, count in ranked]
+
+    def functions(self, part: str) -> tuple[float, dict[str, tuple[float, float]]]:
+        """The code whose path holds `part` (e.g. `router/api/`): the share of samples with any of
+        it on the stack, and per function (its lines summed) the share of samples it was on the
+        stack (inclusive) and the share taken in it (self: a C call it makes, orjson's, counts here)."""
+        within = 0
+        inclusive: collections.Counter[str] = collections.Counter()
+        own: collections.Counter[str] = collections.Counter()
+        for stack, n in self.stacks.items():
+            frames = stack.split(";")
+            seen = {function(frame) for frame in frames if part in frame}
+            if seen:
+                within += n
+            inclusive.update(dict.fromkeys(seen, n))
+            if part in frames[-1]:
+                own[function(frames[-1])] += n
+        if not self.samples:
+            return 0.0, {}
+        return within / self.samples, {
+            name: (count / self.samples, own[name] / self.samples) for name, count in inclusive.items()
+        }
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -124,6 +148,7 @@ def read(raw: str, seconds: float) -> Profile:
     """py-spy's raw format: one line per distinct stack, `frame;frame;...;leaf count`."""
     groups: collections.Counter[str] = collections.Counter()
     lines: collections.Counter[str] = collections.Counter()
+    stacks: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count = line.rstrip().rpartition(" ")
@@ -134,7 +159,15 @@ def read(raw: str, seconds: float) -> Profile:
         total += n
         groups[group(leaf)] += n
         lines[leaf] += n
-    return Profile(total, seconds, dict(groups), dict(lines))
+        stacks[stack] += n
+    return Profile(total, seconds, dict(groups), dict(lines), dict(stacks))
+
+
+def function(frame: str) -> str:
+    """A frame without its line number: `StreamRelay.feed (router/relay.py)`."""
+    name, _, where = frame.rpartition(" (")
+    path, colon, _ = where.rpartition(":")
+    return f"{name} ({path})" if name and colon else frame
 
 
 def group(frame: str) -> str:
@@ -162,3 +195,13 @@ def table(profiles: list[tuple[str, Profile]]) -> str:
         if any(shares):
             lines.append(f"| {name} | " + " | ".join(f"{s:.1%}" for s in shares) + " |")
     return "\n".join(lines)
+
+
+def tables(profiles: list[tuple[str, str, Profile]]) -> list[str]:
+    """A table (table()) per router profile, from (scenario, router profile, what py-spy saw)."""
+    out = []
+    for name in dict.fromkeys(profile for _, profile, _ in profiles):
+        runs = [(scenario, found) for scenario, profile, found in profiles if profile == name]
+        head = f"{name}: py-spy over one more run of each scenario ({RATE} samples/s), shares of its samples"
+        out += [head, table(runs), ""]
+    return out

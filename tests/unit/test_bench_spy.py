@@ -49,3 +49,34 @@ def test_the_table_has_a_column_per_run_and_a_row_per_group_seen():
     row = next(line for line in lines if line.startswith("| router: envelope"))
     assert row.endswith(f"| {6 / 31:.1%} | 100.0% |")
     assert not any("stream relay" in line for line in lines)  # neither run had a sample there
+
+
+def test_translation_frames_have_their_own_group_apart_from_the_rest_of_router():
+    raw = (
+        f"{PREFIX};ResponseStream.events (router/api/openai_responses/stream.py:101) 3\n"
+        f"{PREFIX};Proxy.forward (router/proxy.py:81) 1"
+    )
+    assert spy.read(raw, seconds=1.0).groups == {
+        "API translation (router/api: messages, responses, embeddings)": 3,
+        "router: envelope, handler, routing, translate, attempt": 1,
+    }
+
+
+def test_functions_sum_their_lines_inclusive_and_self():
+    raw = "\n".join(
+        [
+            f"{PREFIX};ResponseStream.events (router/api/openai_responses/stream.py:101) 3",
+            f"{PREFIX};ResponseStream.events (router/api/openai_responses/stream.py:120);"
+            "Text.delta (router/api/openai_responses/items.py:40) 2",
+            f"{PREFIX};ResponseStream.events (router/api/openai_responses/stream.py:101);"
+            "data_of (router/sse.py:60) 1",
+            f"{PREFIX} 4",
+        ]
+    )
+    within, functions = spy.read(raw, seconds=1.0).functions("router/api/")
+    assert within == 6 / 10
+    assert functions == {
+        "ResponseStream.events (router/api/openai_responses/stream.py)": (6 / 10, 3 / 10),
+        "Text.delta (router/api/openai_responses/items.py)": (2 / 10, 2 / 10),
+    }
+    assert spy.function("<module> (<string>)") == "<module> (<string>)"  # no line number: as it is
