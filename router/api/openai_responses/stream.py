@@ -1,6 +1,7 @@
 """Pure: the relayed chat stream -> the OpenAI Responses event stream, event by event.
 
-    response.created, response.in_progress        with the first chunk
+    response.created                              with the first chunk (no response.in_progress:
+                                                  it would repeat created's whole object)
     per output item, as its first delta arrives:
       response.output_item.added
         reasoning      reasoning_summary_part.added, reasoning_summary_text.delta ..., .done,
@@ -151,8 +152,9 @@ class ResponseStream:
         response = orjson.dumps(
             response_object(self._answering, model=self._model, status="in_progress", output=[])
         )
-        for event in (b"response.created", b"response.in_progress"):
-            self._put(out, event, b'"response":' + response + b"}")
+        # Only response.created: response.in_progress would repeat the same whole object (as
+        # many bytes as the answer's text, again) and tells a client nothing created did not.
+        self._put(out, b"response.created", b'"response":' + response + b"}")
 
     def _chunk(self, chunk: JSON, out: list[bytes]) -> None:
         usage = chunk.get("usage")
