@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import capabilities, metrics
-from .api import ENDPOINTS, Endpoint, anthropic_messages
+from .api import ENDPOINTS, ERROR_SHAPES, Endpoint, anthropic_messages
 from .call import Call
 from .config import Client, Target
 from .context import SCOPE_KEY, RequestContext
@@ -190,7 +190,7 @@ def _bearer_is(authorization: str | None, key: str) -> bool:
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404 / 405 in the OpenAI error shape."""
+    """Starlette's own 404 / 405 in the error shape of the path's API."""
     assert isinstance(exc, HTTPException)
     error: RouterError
     if exc.status_code == 405:
@@ -199,7 +199,9 @@ async def http_exception(request: Request, exc: Exception) -> Response:
         error = NotFound(f"Unknown route: {request.method} {request.url.path}.")
     else:
         error = InvalidRequest(str(exc.detail))
-    return Response(error.body(), status_code=exc.status_code, media_type="application/json")
+    shape = ERROR_SHAPES.get(request.url.path)  # Anthropic's on its paths
+    body = shape(error)[1] if shape is not None else error.body()
+    return Response(body, status_code=exc.status_code, media_type="application/json")
 
 
 def _json_object(raw: bytes) -> JSON:

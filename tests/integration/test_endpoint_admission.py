@@ -141,6 +141,11 @@ def test_other_methods_on_the_new_paths_are_405(served: tuple[RouterThread, SimS
     router, _ = served
     for path in ("/v1/embeddings", "/v1/rerank", "/v1/responses", "/v1/messages", "/embeddings"):
         assert httpx.get(router.url + path, headers=AUTH).status_code == 405
+    anthropic = httpx.get(router.url + "/v1/messages", headers=AUTH).json()
+    assert anthropic["type"] == "error" and anthropic["error"]["type"] == "invalid_request_error"
+    assert (
+        httpx.get(router.url + "/v1/responses", headers=AUTH).json()["error"]["code"] == "method_not_allowed"
+    )
 
 
 def test_the_anthropic_key_header_never_goes_upstream_on_messages(
