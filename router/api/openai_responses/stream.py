@@ -67,6 +67,8 @@ class ResponseStream:
         "_logprobs",
         "_model",
         "_output",
+        "_plain",
+        "_response",
         "_seq",
         "_started",
         "_usage",
@@ -90,6 +92,11 @@ class ResponseStream:
         """Function calls by their chat index; open until the answer ends."""
         self._finish: Any = None
         self._usage: Any = None
+        self._plain: Text | None = None
+        """The open output_text's growing text while a chunk that is one more piece of it can go
+        straight to its delta event (no logprobs asked for); None otherwise."""
+        self._response: JSON = {}
+        """The response object as response.created sent it: the end sends it completed."""
 
     def events(self, events: list[bytes]) -> bytes:
         if self._ended:
@@ -113,6 +120,19 @@ class ResponseStream:
                 continue  # (the relay forwards none: it drops malformed events)
             if type(chunk) is not dict:
                 continue
+            plain = self._plain
+            if plain is not None:  # most chunks: one more piece of the open output text
+                choices = chunk.get("choices")
+                if type(choices) is list and len(choices) == 1 and chunk.get("usage") is None:
+                    choice = choices[0]
+                    delta = choice.get("delta") if type(choice) is dict else None
+                    if type(delta) is dict and len(delta) == 1 and not choice.get("finish_reason"):
+                        content = delta.get("content")
+                        if type(content) is str:
+                            if content:
+                                out.append(plain.delta(self._seq, content, _END_NO_LOGPROBS))
+                                self._seq += 1
+                            continue
             if not self._started:
                 self._start(chunk, out)
             self._chunk(chunk, out)
@@ -149,9 +169,8 @@ class ResponseStream:
         model = chunk.get("model")
         if isinstance(model, str) and model:
             self._model = model  # the relay's envelope: the model that answers
-        response = orjson.dumps(
-            response_object(self._answering, model=self._model, status="in_progress", output=[])
-        )
+        self._response = response_object(self._answering, model=self._model, status="in_progress", output=[])
+        response = orjson.dumps(self._response)
         # Only response.created: response.in_progress would repeat the same whole object (as
         # many bytes as the answer's text, again) and tells a client nothing created did not.
         self._put(out, b"response.created", b'"response":' + response + b"}")
@@ -165,21 +184,6 @@ class ResponseStream:
             return
         choice = choices[0]  # router asks for one choice: Responses has no `n`
         delta = choice.get("delta")
-        message = self._current
-        if (
-            type(message) is Message  # most chunks: one more piece of the open output text
-            and type(delta) is dict
-            and len(delta) == 1
-            and type(delta.get("content")) is str
-            and not choice.get("finish_reason")
-            and not self._logprobs
-            and message.parts
-            and message.parts[-1].kind == "output_text"
-        ):
-            if delta["content"]:
-                out.append(message.parts[-1].text.delta(self._seq, delta["content"], _END_NO_LOGPROBS))
-                self._seq += 1
-            return
         if type(delta) is dict and delta:
             reasoning = delta.get("reasoning_content")
             if type(reasoning) is str and reasoning:
@@ -216,6 +220,8 @@ class ResponseStream:
                 end = b',"logprobs":' + orjson.dumps(tokens) + END
         out.append(part.text.delta(self._seq, piece, end))
         self._seq += 1
+        if kind == "output_text" and not self._logprobs:
+            self._plain = part.text
 
     def _reasoning(self, piece: str, out: list[bytes]) -> None:
         item = self._current
@@ -259,14 +265,13 @@ class ResponseStream:
         self._close_current(out, items_status)
         for call in self._calls.values():
             self._close_call(call, items_status, out)
-        response = response_object(
-            self._answering,
-            model=self._model,
-            status=status,
-            output=[item.result(items_status) for item in self._output],
-            usage=usage_object(self._usage),
-            incomplete_details=incomplete,
-        )
+        response = {
+            **self._response,  # created's, with how it ended
+            "status": status,
+            "output": [item.result(items_status) for item in self._output],
+            "usage": usage_object(self._usage),
+            "incomplete_details": incomplete,
+        }
         event = b"response.completed" if status == "completed" else b"response.incomplete"
         self._emit(out, event, {"response": response})
 
@@ -281,6 +286,7 @@ class ResponseStream:
         return message
 
     def _open_part(self, message: Message, kind: str, out: list[bytes]) -> Part:
+        self._plain = None
         if message.parts:
             self._close_part(message, message.parts[-1], out)
         where = at(message.id, message.index, content_index=len(message.parts))
@@ -329,7 +335,7 @@ class ResponseStream:
         self._emit(out, b"response.output_item.added", {"output_index": item.index, "item": snapshot})
 
     def _close_current(self, out: list[bytes], status: str) -> None:
-        item, self._current = self._current, None
+        item, self._current, self._plain = self._current, None, None
         if type(item) is Message:
             if item.parts:
                 self._close_part(item, item.parts[-1], out)
