@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 from ..errors import RouterError
 from . import anthropic_messages, chat, embeddings, openai_responses, rerank
-from .endpoint import KINDS, Answering, Endpoint, StreamTranslation
+from .endpoint import Answering, Endpoint, StreamTranslation
 
 ENDPOINTS: Mapping[str, Endpoint] = MappingProxyType(
     {
@@ -65,7 +65,6 @@ __all__ = [
     "COUNT_TOKENS_PATH",
     "ENDPOINTS",
     "ERROR_SHAPES",
-    "KINDS",
     "PATHS",
     "REQUEST_ID_HEADERS",
     "Answering",

@@ -20,13 +20,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..config import KINDS
 from ..errors import RouterError, UpstreamError
 from ..types import JSON, Usage
 from ..validate import validate
 
 __all__ = [
-    "KINDS",
     "Answering",
     "Endpoint",
     "StreamTranslation",
@@ -121,7 +119,7 @@ class Endpoint:
     name: str
     """Its name in metrics and settlement records: chat, embeddings, rerank, responses, messages."""
     kind: str
-    """The kind of model it serves (KINDS)."""
+    """The kind of model it serves (config.KINDS)."""
     upstream_path: str
     """Where a provider takes it, after the provider's base URL: `/chat/completions` ..."""
     request: Callable[[JSON], JSON]
